@@ -1,0 +1,34 @@
+# Two entry points, each doing its own set-up on a fresh machine (Python 3.11 + pip):
+#   make study   - create .venv, install kdlib, run every notebook headless on the quick parameters
+#   make test    - create .venv, install kdlib + pytest, run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PROFILE ?= quick
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.kdlib-installed
+
+.PHONY: study test test-slow bench install clean-outputs
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip >/dev/null
+	$(PY) -m pip install -e '.[test]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+install: $(STAMP)
+
+study: $(STAMP)
+	$(PY) -m kdlib.notebooks --profile $(PROFILE)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(PY) benchmarks/train_throughput.py
+
+clean-outputs:
+	rm -rf outputs/quick outputs/cpu outputs/paper

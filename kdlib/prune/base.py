@@ -1,0 +1,86 @@
+"""The pruning-method interface: a cached *scorer* and a pure *selector*."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from ..data import ImageData
+from ..registry import Registry
+from ..train import TrainConfig
+
+KEEPS = ("random", "hardest", "easiest", "stratified", "diverse", "representative")
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """How a scorer trains its proxy model(s). ``model=None`` means the student's architecture."""
+
+    model: Optional[str] = None
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, batch_size=128, lr=0.1,
+                                                                    schedule="cosine"))
+    n_models: int = 1
+    score_epoch: Optional[int] = None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ProxyConfig":
+        allowed = set(cls.__dataclass_fields__)
+        unknown = set(d) - allowed
+        if unknown:
+            raise ValueError(f"unknown proxy parameter(s) {sorted(unknown)}; allowed: {', '.join(sorted(allowed))}")
+        d = dict(d)
+        if isinstance(d.get("train"), dict):
+            d["train"] = TrainConfig.from_dict(d["train"])
+        return cls(**d)
+
+
+@dataclass
+class ScoreContext:
+    """What a scorer may use: the data (with the labels the student will see), the proxy recipe and a seed."""
+
+    data: ImageData
+    labels: torch.Tensor
+    proxy: ProxyConfig
+    model: str
+    seed: int
+    device: str = "auto"
+    progress: bool = True
+
+
+Scorer = Callable[[ScoreContext], dict[str, np.ndarray]]
+Selector = Callable[[dict[str, np.ndarray], np.ndarray, int, np.random.Generator, bool], np.ndarray]
+
+
+@dataclass(frozen=True)
+class PruningMethod:
+    """A pruning method: ``scorer`` (or None) makes per-sample arrays, cached per (dataset, scorer, proxy, seed);
+    ``select(arrays, labels, k, rng, class_balanced)`` returns exactly ``k`` indices. ``keeps`` says which
+    samples it keeps; ``doc`` names the source paper and proxy recipe."""
+
+    name: str
+    select: Selector
+    keeps: str
+    scorer: Optional[Scorer] = None
+    doc: str = ""
+
+    @property
+    def scorer_key(self) -> Optional[str]:
+        """Names the cached score arrays; methods sharing a scorer share its cache."""
+        return None if self.scorer is None else self.scorer.__name__
+
+
+METHODS: Registry[PruningMethod] = Registry("pruning method", "method")
+
+
+def register_method(name: str, keeps: str, scorer: Optional[Scorer] = None) -> Callable[[Selector], Selector]:
+    """Decorator on a selector: registers ``PruningMethod(name, selector, keeps, scorer, doc=selector.__doc__)``."""
+    if keeps not in KEEPS:
+        raise ValueError(f"keeps must be one of {KEEPS}, got {keeps!r}")
+
+    def add(select: Selector) -> Selector:
+        METHODS.add(name, PruningMethod(name, select, keeps, scorer, (select.__doc__ or "").strip()))
+        return select
+
+    return add

@@ -1,0 +1,177 @@
+"""The run store: content-addressed JSON records, teacher checkpoints and score arrays under one folder.
+
+A config (any dataclass or dict) hashes to a key; its record lives at ``<root>/<kind>/<key>.json``. Every write
+goes to a temporary file in the same folder and is renamed into place, so a reader never sees half a file. A
+binary artefact (checkpoint, scores) is valid only when a record names its SHA-256; anything that does not
+parse or does not match is moved aside to ``*.corrupt`` and recomputed, never silently read.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import io
+import json
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+
+FORMAT_VERSION = 1
+
+
+def canonical(obj: Any) -> Any:
+    """A JSON-ready, order-stable form of dataclasses, tuples, numpy scalars and dicts."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: canonical(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): canonical(v) for k, v in sorted(obj.items())}
+    if isinstance(obj, (list, tuple)):
+        return [canonical(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and obj.is_integer():
+        return obj  # keep 1.0 distinct from 1 only by JSON's own rules
+    return obj
+
+
+def config_key(obj: Any) -> str:
+    """First 16 hex digits of the SHA-256 of the canonical JSON of ``obj``."""
+    text = json.dumps(canonical(obj), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class CorruptArtifact(RuntimeError):
+    """A record or artefact on disk failed to parse or to match its checksum."""
+
+
+class Store:
+    """Records (``kind`` = 'runs', 'teachers', 'scores', ...) keyed by config hash under ``root``."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, kind: str, key: str, suffix: str = ".json") -> Path:
+        return self.root / kind / f"{key}{suffix}"
+
+    def _quarantine(self, path: Path, why: str) -> None:
+        bad = path.with_name(path.name + f".{int(time.time() * 1000)}.corrupt")
+        try:
+            path.replace(bad)
+        except FileNotFoundError:
+            return
+        (bad.parent / (bad.name + ".why")).write_text(why)
+
+    # --- JSON records ---------------------------------------------------------------------------------------
+    def get(self, kind: str, key: str) -> Optional[dict]:
+        """The record, or None when absent or corrupt (a corrupt one is moved aside and reported in ``.why``)."""
+        path = self.path(kind, key)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            record = json.loads(raw)
+            if not isinstance(record, dict) or record.get("key") != key or "status" not in record:
+                raise ValueError("record lacks its key or status")
+        except (ValueError, UnicodeDecodeError) as err:
+            self._quarantine(path, f"unreadable record: {err}")
+            return None
+        return record
+
+    def put(self, kind: str, key: str, record: dict) -> dict:
+        """Writes ``record`` (adding key, format version and time) atomically and returns it."""
+        record = {**record, "key": key, "format": FORMAT_VERSION, "written": time.time()}
+        _atomic_write(self.path(kind, key), json.dumps(canonical(record), indent=1).encode())
+        return record
+
+    def done(self, kind: str, key: str) -> Optional[dict]:
+        """The record when it finished successfully, else None."""
+        rec = self.get(kind, key)
+        return rec if rec is not None and rec.get("status") == "done" else None
+
+    def records(self, kind: str = "runs") -> list[dict]:
+        """All readable records of ``kind``."""
+        folder = self.root / kind
+        out = []
+        for path in sorted(folder.glob("*.json")) if folder.exists() else []:
+            rec = self.get(kind, path.stem)
+            if rec is not None:
+                out.append(rec)
+        return out
+
+    # --- binary artefacts with checksums ----------------------------------------------------------------------
+    def put_blob(self, kind: str, key: str, data: bytes, suffix: str) -> str:
+        """Writes a binary artefact atomically and returns its SHA-256 (to be stored in its record)."""
+        _atomic_write(self.path(kind, key, suffix), data)
+        return _sha256(data)
+
+    def get_blob(self, kind: str, key: str, suffix: str, sha256: str) -> Optional[bytes]:
+        """The artefact when its SHA-256 matches, else None (a mismatching file is moved aside)."""
+        path = self.path(kind, key, suffix)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        if _sha256(data) != sha256:
+            self._quarantine(path, "checksum mismatch")
+            return None
+        return data
+
+    def save_state(self, kind: str, key: str, state: dict) -> str:
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        return self.put_blob(kind, key, buf.getvalue(), ".pt")
+
+    def load_state(self, kind: str, key: str, sha256: str) -> Optional[dict]:
+        data = self.get_blob(kind, key, ".pt", sha256)
+        return None if data is None else torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+    def save_arrays(self, kind: str, key: str, arrays: dict[str, np.ndarray]) -> str:
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return self.put_blob(kind, key, buf.getvalue(), ".npz")
+
+    def load_arrays(self, kind: str, key: str, sha256: str) -> Optional[dict[str, np.ndarray]]:
+        data = self.get_blob(kind, key, ".npz", sha256)
+        if data is None:
+            return None
+        with np.load(io.BytesIO(data)) as z:
+            return {k: z[k] for k in z.files}
+
+    # --- cross-process lock ------------------------------------------------------------------------------------
+    @contextmanager
+    def lock(self, kind: str, key: str) -> Iterator[None]:
+        """An exclusive lock (``flock``) so two processes never compute the same artefact at once."""
+        path = self.path(kind, key, ".lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)

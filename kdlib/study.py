@@ -1,0 +1,313 @@
+"""Runs and grids: a frozen ``RunConfig`` per student, teachers and scores shared through the store."""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .data import DATASETS, ImageData, load_dataset
+from .distill import KD_LOSSES, make_kd_loss
+from .models import MODELS, build_model
+from .prune import METHODS, ProxyConfig, ScoreContext, budget
+from .store import Store, canonical, config_key
+from .train import TrainConfig, TrainingDiverged, resolve_device, train
+from .validate import check_fraction, check_positive, check_unit_interval
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One student run. ``fraction`` is the fraction of the training set kept; ``alpha`` weighs the KD term.
+
+    ``teacher`` is the teacher's architecture (trained on ``teacher_fraction`` of the data, random subset,
+    with ``teacher_train``, default the student's recipe); ``label_noise`` is the rate of symmetric label noise
+    injected (with seed ``noise_seed``) into the training labels that teacher, scorer and student all see.
+    """
+
+    dataset: str = "digits"
+    model: str = "convnet"
+    teacher: Optional[str] = None
+    method: str = "random"
+    fraction: float = 1.0
+    alpha: float = 0.0
+    tau: float = 4.0
+    kd_loss: str = "kd"
+    seed: int = 0
+    score_seed: Optional[int] = None
+    class_balanced: bool = False
+    teacher_fraction: float = 1.0
+    label_noise: float = 0.0
+    noise_seed: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+    teacher_train: Optional[TrainConfig] = None
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+
+    def __post_init__(self) -> None:
+        DATASETS.check(self.dataset)
+        MODELS.check(self.model)
+        METHODS.check(self.method)
+        KD_LOSSES.check(self.kd_loss)
+        if self.teacher is not None:
+            MODELS.check(self.teacher)
+        if self.proxy.model is not None:
+            MODELS.check(self.proxy.model)
+        check_fraction(self.fraction, "fraction")
+        check_fraction(self.teacher_fraction, "teacher_fraction")
+        check_unit_interval(self.alpha, "alpha")
+        check_positive(self.tau, "tau")
+        if not 0.0 <= float(self.label_noise) < 1.0:
+            raise ValueError(f"label_noise must lie in [0, 1), got {self.label_noise!r}")
+        if self.alpha > 0 and self.teacher is None:
+            raise ValueError(f"alpha={self.alpha} > 0 needs a teacher; set teacher to one of: {', '.join(MODELS.names())}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
+        """Builds a config from flat parameters (as in a YAML file), naming any unknown key."""
+        allowed = set(cls.__dataclass_fields__)
+        unknown = set(d) - allowed
+        if unknown:
+            raise ValueError(f"unknown run parameter(s) {sorted(unknown)}; allowed: {', '.join(sorted(allowed))}")
+        d = dict(d)
+        for name in ("train", "teacher_train"):
+            if isinstance(d.get(name), Mapping):
+                d[name] = TrainConfig.from_dict(d[name])
+        if isinstance(d.get("proxy"), Mapping):
+            d["proxy"] = ProxyConfig.from_dict(d["proxy"])
+        return cls(**d)
+
+    @property
+    def uses_teacher(self) -> bool:
+        return self.alpha > 0
+
+    def resolved(self) -> "RunConfig":
+        """The config that decides the result: irrelevant fields are normalised so equal runs share a record
+        (no teacher when alpha is 0; no method, scores or class balance when everything is kept)."""
+        changes: dict[str, Any] = {"fraction": float(self.fraction), "alpha": float(self.alpha),
+                                   "teacher_fraction": float(self.teacher_fraction)}
+        if not self.uses_teacher:
+            changes.update(teacher=None, teacher_fraction=1.0, teacher_train=None, tau=4.0, kd_loss="kd")
+        elif self.teacher_train is None:
+            changes["teacher_train"] = self.train
+        if self.fraction == 1.0:
+            changes.update(method="random", class_balanced=False)
+        if self.fraction == 1.0 or METHODS.get(self.method).scorer is None:
+            changes.update(proxy=ProxyConfig(), score_seed=None)
+        elif self.score_seed is None:
+            changes["score_seed"] = self.seed
+        return dataclasses.replace(self, **changes)
+
+    def key(self) -> str:
+        return config_key(self.resolved())
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """A teacher: trained once per (dataset, model, seed, recipe, data fraction, label noise) and reused."""
+
+    dataset: str
+    model: str
+    seed: int
+    train: TrainConfig
+    fraction: float = 1.0
+    label_noise: float = 0.0
+    noise_seed: int = 0
+
+    @classmethod
+    def of(cls, run: RunConfig) -> "TeacherConfig":
+        r = run.resolved()
+        assert r.teacher is not None and r.teacher_train is not None
+        return cls(r.dataset, r.teacher, r.seed, r.teacher_train, r.teacher_fraction, r.label_noise, r.noise_seed)
+
+
+def noisy_labels(labels: torch.Tensor, rate: float, num_classes: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
+    """Symmetric label noise: a ``rate`` share of samples (exactly round(rate*N)) get a different, uniformly
+    drawn label. Returns the new labels and the boolean mask of corrupted samples."""
+    n = len(labels)
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(n, dtype=bool)
+    if rate > 0:
+        mask[rng.choice(n, size=int(round(rate * n)), replace=False)] = True
+    y = labels.clone()
+    shift = torch.as_tensor(rng.integers(1, num_classes, size=int(mask.sum())), dtype=y.dtype)
+    y[torch.as_tensor(mask)] = (y[torch.as_tensor(mask)] + shift) % num_classes
+    return y, mask
+
+
+class Study:
+    """Runs configs against a store, sharing loaded data, teachers and scores within the process."""
+
+    def __init__(self, store: Store | str, device: str = "auto", data_root: Optional[str] = None,
+                 progress: bool = True) -> None:
+        self.store = store if isinstance(store, Store) else Store(store)
+        self.device = resolve_device(device)
+        self.data_root = data_root
+        self.progress = progress
+
+    # --- inputs ---------------------------------------------------------------------------------------------
+    def data(self, name: str) -> ImageData:
+        return load_dataset(name, self.data_root)
+
+    def labels(self, cfg: RunConfig | TeacherConfig) -> tuple[torch.Tensor, np.ndarray]:
+        data = self.data(cfg.dataset)
+        return noisy_labels(data.y_train, cfg.label_noise, data.num_classes, cfg.noise_seed)
+
+    def scores(self, cfg: RunConfig) -> dict[str, np.ndarray]:
+        """The method's per-sample arrays, computed once per (dataset, scorer, proxy, seed, noise)."""
+        r = cfg.resolved()
+        method = METHODS.get(r.method)
+        if method.scorer is None:
+            return {}
+        ident = {"dataset": r.dataset, "scorer": method.scorer_key, "proxy": r.proxy,
+                 "model": r.proxy.model or r.model, "seed": r.score_seed, "label_noise": r.label_noise,
+                 "noise_seed": r.noise_seed}
+        key = config_key(ident)
+        with self.store.lock("scores", key):
+            rec = self.store.done("scores", key)
+            if rec is not None:
+                arrays = self.store.load_arrays("scores", key, rec["sha256"])
+                if arrays is not None:
+                    return arrays
+            labels, _ = self.labels(r)
+            t0 = time.perf_counter()
+            ctx = ScoreContext(self.data(r.dataset), labels, r.proxy, r.proxy.model or r.model, int(r.score_seed),
+                               str(self.device), self.progress)
+            arrays = {k: np.asarray(v) for k, v in method.scorer(ctx).items()}
+            sha = self.store.save_arrays("scores", key, arrays)
+            self.store.put("scores", key, {"status": "done", "config": ident, "sha256": sha,
+                                           "seconds": time.perf_counter() - t0})
+            return arrays
+
+    def subset(self, cfg: RunConfig) -> np.ndarray:
+        """Indices kept by the run's method: exactly round(f*N), reproducible from the seed."""
+        r = cfg.resolved()
+        data = self.data(r.dataset)
+        if r.fraction == 1.0:
+            return np.arange(data.n_train)
+        labels, _ = self.labels(r)
+        rng = np.random.default_rng([r.seed, 7919])
+        k = budget(data.n_train, r.fraction)
+        idx = METHODS.get(r.method).select(self.scores(r), labels.numpy(), k, rng, r.class_balanced)
+        if len(idx) != k or len(np.unique(idx)) != k:
+            raise RuntimeError(f"method {r.method!r} returned {len(np.unique(idx))} distinct indices, expected {k}")
+        return np.sort(idx)
+
+    def teacher(self, cfg: TeacherConfig) -> tuple[torch.nn.Module, dict]:
+        """The trained teacher and its record, from the store or trained now (once, under a lock)."""
+        key = config_key(cfg)
+        data = self.data(cfg.dataset)
+        with self.store.lock("teachers", key):
+            rec = self.store.done("teachers", key)
+            model = build_model(cfg.model, data.num_classes, data.in_channels)
+            if rec is not None:
+                state = self.store.load_state("teachers", key, rec["sha256"])
+                if state is not None:
+                    model.load_state_dict(state)
+                    return model.eval(), rec
+            labels, _ = self.labels(cfg)
+            torch.manual_seed(cfg.seed)
+            idx = None
+            if cfg.fraction < 1.0:
+                rng = np.random.default_rng([cfg.seed, 104729])
+                idx = np.sort(rng.choice(data.n_train, size=budget(data.n_train, cfg.fraction), replace=False))
+            result = train(model, data, cfg.train, indices=idx, labels=labels, seed=cfg.seed, device=self.device,
+                           progress=self.progress, desc=f"teacher {cfg.model}")
+            sha = self.store.save_state("teachers", key, {k: v.cpu() for k, v in model.state_dict().items()})
+            rec = self.store.put("teachers", key, {"status": "done", "config": cfg, "sha256": sha,
+                                                   "result": result.to_dict()})
+            return model.eval(), rec
+
+    # --- runs ---------------------------------------------------------------------------------------------
+    def run(self, cfg: RunConfig) -> dict:
+        """The run's record: read from the store when finished, else computed and written."""
+        r = cfg.resolved()
+        key = config_key(r)
+        rec = self.store.done("runs", key)
+        if rec is not None:
+            return rec
+        try:
+            data = self.data(r.dataset)
+            indices = self.subset(r)
+            labels, noisy = self.labels(r)
+            teacher, teacher_rec = (None, None)
+            if r.uses_teacher:
+                teacher, teacher_rec = self.teacher(TeacherConfig.of(r))
+            torch.manual_seed(r.seed)
+            model = build_model(r.model, data.num_classes, data.in_channels)
+            result = train(model, data, r.train, indices=indices, labels=labels,
+                           loss_fn=make_kd_loss(r.kd_loss, r.alpha, r.tau), teacher=teacher, seed=r.seed,
+                           device=self.device, progress=self.progress,
+                           desc=f"{r.method} f={r.fraction:g} a={r.alpha:g} s={r.seed}")
+        except TrainingDiverged as err:
+            return self.store.put("runs", key, {"status": "failed", "config": r, "error": str(err)})
+        record = {
+            "status": "done", "config": r, "result": result.to_dict(), "n_train": int(len(indices)),
+            "n_full": int(data.n_train), "noisy_kept": int(noisy[indices].sum()),
+            "teacher_acc": None if teacher_rec is None else teacher_rec["result"]["final_acc"],
+            "teacher_key": None if teacher_rec is None else teacher_rec["key"],
+            "device": str(self.device), "torch": torch.__version__,
+        }
+        return self.store.put("runs", key, record)
+
+
+GRID_AXES = tuple(RunConfig.__dataclass_fields__)
+
+
+def expand_grid(base: RunConfig | Mapping[str, Any], axes: Mapping[str, Iterable[Any]]) -> list[RunConfig]:
+    """Every combination of ``axes`` (names of RunConfig fields -> values) applied to ``base``; all validated."""
+    base_dict = dict(base) if isinstance(base, Mapping) else {f: getattr(base, f) for f in GRID_AXES}
+    unknown = set(axes) - set(GRID_AXES)
+    if unknown:
+        raise ValueError(f"unknown grid axis {sorted(unknown)}; allowed: {', '.join(GRID_AXES)}")
+    names = list(axes)
+    configs = []
+    for values in itertools.product(*(list(axes[n]) for n in names)):
+        configs.append(RunConfig.from_dict({**base_dict, **dict(zip(names, values))}))
+    return configs
+
+
+def flatten(record: dict, requested: Optional[RunConfig] = None) -> dict:
+    """One table row: the requested config's fields (method, teacher... as asked), then results."""
+    cfg = canonical(requested) if requested is not None else record["config"]
+    row = {k: v for k, v in cfg.items() if not isinstance(v, (dict, list))}
+    row.update({f"train.{k}": v for k, v in (cfg.get("train") or {}).items() if not isinstance(v, list)})
+    row["key"] = record["key"]
+    row["status"] = record["status"]
+    res = record.get("result") or {}
+    for k in ("final_acc", "best_acc", "best_epoch", "wall_seconds", "train_seconds", "images_per_sec", "epochs", "steps"):
+        row[k] = res.get(k)
+    for k in ("n_train", "n_full", "noisy_kept", "teacher_acc", "error"):
+        row[k] = record.get(k)
+    row["kd"] = cfg.get("alpha", 0) > 0
+    return row
+
+
+def run_grid(configs: Sequence[RunConfig], store: Store | str, device: str = "auto",
+             data_root: Optional[str] = None, progress: bool = True) -> pd.DataFrame:
+    """Runs every config (finished ones are read, not recomputed) and returns one row per requested config.
+
+    Configs run in an order that trains each teacher and scores each method once. A run that diverges is
+    recorded as failed and the grid goes on; a Ctrl-C stops it with every finished record kept.
+    """
+    study = Study(store, device, data_root, progress)
+    todo = sorted(range(len(configs)), key=lambda i: (configs[i].dataset, configs[i].seed, configs[i].method))
+    records: dict[int, dict] = {}
+    with tqdm(total=len(configs), desc="grid", disable=not progress) as bar:
+        for i in todo:
+            records[i] = study.run(configs[i])
+            bar.update(1)
+    return pd.DataFrame([flatten(records[i], configs[i]) for i in range(len(configs))])
+
+
+def load_records(store: Store | str) -> pd.DataFrame:
+    """Every run record in the store as a table (one row per distinct run)."""
+    store = store if isinstance(store, Store) else Store(store)
+    return pd.DataFrame([flatten(rec) for rec in store.records("runs")])

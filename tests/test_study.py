@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+
+from kdlib.study import RunConfig, Study, expand_grid, noisy_labels, run_grid
+from kdlib.train import TrainConfig
+
+TINY = TrainConfig(epochs=2, batch_size=64, lr=0.05, schedule="cosine")
+
+
+def tiny(**kw):
+    base = dict(dataset="digits", model="convnet_small", teacher="convnet_small", train=TINY)
+    base.update(kw)
+    return RunConfig(**base)
+
+
+@pytest.mark.parametrize("field,value,pattern", [
+    ("dataset", "mnist", "dataset.*digits"),
+    ("model", "vgg", "model.*resnet32"),
+    ("teacher", "vgg", "model.*resnet32"),
+    ("method", "magic", "method.*random"),
+    ("fraction", 0.0, r"fraction must lie in \(0, 1\]"),
+    ("fraction", 1.5, r"fraction must lie in \(0, 1\]"),
+    ("alpha", -0.5, r"alpha must lie in \[0, 1\]"),
+    ("alpha", 1.2, r"alpha must lie in \[0, 1\]"),
+    ("teacher_fraction", 0, "teacher_fraction"),
+])
+def test_bad_parameters_fail_at_once(field, value, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        tiny(**{field: value})
+
+
+def test_unknown_keys_are_named():
+    with pytest.raises(ValueError, match="unknown run parameter.*fractoin"):
+        RunConfig.from_dict({"fractoin": 0.5})
+    with pytest.raises(ValueError, match="unknown train parameter.*epoch"):
+        RunConfig.from_dict({"train": {"epoch": 3}})
+    with pytest.raises(ValueError, match="schedule.*cosine"):
+        TrainConfig(schedule="linear")
+    with pytest.raises(ValueError, match="unknown grid axis"):
+        expand_grid({}, {"alpah": [0.1]})
+
+
+def test_resolution_shares_equivalent_runs():
+    assert tiny(alpha=0.0).key() == tiny(alpha=0.0, teacher=None).key()
+    assert tiny(fraction=1.0, method="random").key() == tiny(fraction=1.0, class_balanced=True).key()
+    assert tiny(alpha=0.5).key() != tiny(alpha=0.0).key()
+
+
+def test_noisy_labels_exact_rate_and_always_wrong():
+    import torch
+    y = torch.arange(1000) % 10
+    yn, mask = noisy_labels(y, 0.2, 10, seed=0)
+    assert mask.sum() == 200
+    assert bool((yn[mask] != y[mask]).all()) and bool((yn[~mask] == y[~mask]).all())
+
+
+def test_grid_resumes_and_shares_teacher(tmp_path, monkeypatch):
+    configs = expand_grid(tiny(), {"fraction": [0.2, 1.0], "alpha": [0.0, 0.5], "seed": [0]})
+    df = run_grid(configs, tmp_path, progress=False)
+    assert (df.status == "done").all() and len(df) == 4
+    assert len(list((tmp_path / "teachers").glob("*.json"))) == 1
+    assert sorted(df.n_train) == [287, 287, 1437, 1437]
+    kd = df[df.alpha > 0]
+    assert kd.teacher_acc.notna().all()
+
+    import kdlib.study as study
+    calls = []
+    monkeypatch.setattr(study, "train", lambda *a, **k: calls.append(1))
+    again = run_grid(configs, tmp_path, progress=False)
+    assert calls == []  # nothing recomputed
+    assert np.allclose(again.final_acc, df.final_acc)
+
+
+def test_interrupted_grid_resumes_where_it_stopped(tmp_path, monkeypatch):
+    configs = expand_grid(tiny(), {"fraction": [0.2, 0.5], "seed": [0, 1]})
+    import kdlib.study as study
+    real_train, count = study.train, []
+
+    def flaky(*a, **k):
+        if len(count) == 2:
+            raise KeyboardInterrupt
+        count.append(1)
+        return real_train(*a, **k)
+
+    monkeypatch.setattr(study, "train", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(configs, tmp_path, progress=False)
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 2
+    count.clear()
+    monkeypatch.setattr(study, "train", lambda *a, **k: (count.append(1), real_train(*a, **k))[1])
+    df = run_grid(configs, tmp_path, progress=False)
+    assert len(count) == 2 and (df.status == "done").all()
+
+
+def test_same_config_same_subset_and_accuracy(tmp_path):
+    cfg = tiny(fraction=0.3, seed=5)
+    s1, s2 = Study(tmp_path / "a", progress=False), Study(tmp_path / "b", progress=False)
+    assert np.array_equal(s1.subset(cfg), s2.subset(cfg))
+    r1, r2 = s1.run(cfg), s2.run(cfg)
+    assert r1["result"]["final_acc"] == r2["result"]["final_acc"]
+
+
+def test_diverging_run_is_recorded_as_failed(tmp_path):
+    cfg = tiny(fraction=0.5, train=TrainConfig(epochs=1, lr=1e6, batch_size=64, schedule="constant"))
+    rec = Study(tmp_path, progress=False).run(cfg)
+    assert rec["status"] == "failed" and "loss became" in rec["error"]
