@@ -7,6 +7,10 @@ from kdlib.notebooks import ROOT, execute, load_params, notebook_parameters
 
 NOTEBOOKS = sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))
 TINY = ROOT / "tests" / "notebook_params"
+EXPECTED_FIGURES = {
+    "theory_toy": ("risk_vs_alpha", "optimal_alpha", "risk_vs_teacher_fraction", "kd_vs_no_kd", "pruning_label_noise"),
+    "pruning_sweep": ("accuracy_vs_fraction",),
+}
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -22,6 +26,8 @@ def test_notebook_runs_with_tiny_parameters(name, tmp_path):
     assert figures or name == "browse_results", f"{name} drew no figure"
     for png in figures:
         assert png.with_suffix(".pdf").exists()
+    for stem in EXPECTED_FIGURES.get(name, ()):
+        assert (tmp_path / "out" / f"{stem}.png").exists(), f"{name} did not draw {stem}"
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
