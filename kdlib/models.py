@@ -9,7 +9,6 @@ from functools import partial
 from typing import Callable
 
 import torch
-import torchvision
 from torch import nn
 
 from kdlib.registry import Registry
@@ -135,6 +134,8 @@ class TorchvisionResNet(Classifier):
 
     def __init__(self, arch: str, num_classes: int, in_channels: int = 3) -> None:
         super().__init__()
+        import torchvision  # imported here: it costs seconds at start-up (spawned workers pay it too)
+
         body = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
         if in_channels != 3:
             old = body.conv1

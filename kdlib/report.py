@@ -40,3 +40,62 @@ def save_table(df: pd.DataFrame, out_dir: str | Path, name: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(path, index=False)
     return path
+
+
+def gain_over_baseline(df: pd.DataFrame, keys: Sequence[str], by: Sequence[str], value: str = "final_acc"
+                       ) -> pd.DataFrame:
+    """KD rows (alpha > 0) minus the no-KD student (alpha = 0) with the same ``keys`` and seed, summarised per
+    ``keys`` + ``by`` (e.g. keys fraction, by teacher): mean_diff, std, n, 95% t-interval half-width ``ci95``
+    and ``wins`` (share of seeds where KD is higher)."""
+    done = df[df["status"] == "done"]
+    keys, by = list(keys), [b for b in by if b not in keys]
+    base = done[done["alpha"] == 0].groupby(keys + ["seed"])[value].mean().rename("baseline").reset_index()
+    kd = done[done["alpha"] > 0].merge(base, on=keys + ["seed"], how="inner")
+    kd["diff"] = kd[value] - kd["baseline"]
+    out = kd.groupby(keys + by)["diff"].agg(mean_diff="mean", std="std", n="count",
+                                            wins=lambda d: float((d > 0).mean())).reset_index()
+    t = stats.t.ppf(0.975, np.maximum(out["n"] - 1, 1))
+    out["ci95"] = np.where(out["n"] > 1, t * out["std"] / np.sqrt(out["n"]), np.nan)
+    return out
+
+
+def teacher_sizes(names: Sequence[str], num_classes: int, in_channels: int) -> pd.DataFrame:
+    """Parameter count of each model in ``names`` (as built for the dataset's classes and channels)."""
+    from .models import build_model, count_parameters
+
+    return pd.DataFrame([{"teacher": n, "teacher_params": count_parameters(build_model(n, num_classes, in_channels))}
+                         for n in names])
+
+
+def noisy_share(df: pd.DataFrame) -> pd.DataFrame:
+    """From run records with label noise: one row per (method, fraction, seed) subset with ``share`` =
+    noisy_kept / n_train (the subset does not depend on alpha or the teacher, so duplicates are dropped)."""
+    done = df[(df["status"] == "done") & df["noisy_kept"].notna()]
+    cols = ["method", "fraction", "seed", "label_noise", "noise_seed"]
+    out = done.drop_duplicates(cols)[cols + ["n_train", "noisy_kept"]].copy()
+    out["share"] = out["noisy_kept"] / out["n_train"]
+    return out.sort_values(cols).reset_index(drop=True)
+
+
+def subset_noisy_share(configs: Sequence, store, data_root: str | None = None, device: str = "auto",
+                       progress: bool = False) -> pd.DataFrame:
+    """``noisy_share`` without training students: each config's kept subset (its method's scores are computed
+    once and cached in ``store``) against the corrupted-label mask. One row per requested method and distinct
+    subset (at f = 1 every method keeps everything)."""
+    from .study import Study
+
+    study = Study(store, device, data_root, progress)
+    rows, seen = [], set()
+    for cfg in configs:
+        r = cfg.resolved()
+        ident = (cfg.method, r.dataset, r.method, r.fraction, r.seed, r.score_seed, r.class_balanced,
+                 r.label_noise, r.noise_seed, repr(r.proxy))
+        if ident in seen:
+            continue
+        seen.add(ident)
+        idx = study.subset(r)
+        _, mask = study.labels(r)
+        rows.append({"dataset": r.dataset, "method": cfg.method, "fraction": r.fraction, "seed": r.seed,
+                     "label_noise": r.label_noise, "noise_seed": r.noise_seed, "n_train": len(idx),
+                     "noisy_kept": int(mask[idx].sum()), "share": float(mask[idx].mean())})
+    return pd.DataFrame(rows)

@@ -2,8 +2,9 @@
 
 A config (any dataclass or dict) hashes to a key; its record lives at ``<root>/<kind>/<key>.json``. Every write
 goes to a temporary file in the same folder and is renamed into place, so a reader never sees half a file. A
-binary artefact (checkpoint, scores) is valid only when a record names its SHA-256; anything that does not
-parse or does not match is moved aside to ``*.corrupt`` and recomputed, never silently read.
+record carries the SHA-256 of its own content (``checksum``) and a binary artefact (checkpoint, scores) is valid
+only when a record names its SHA-256; anything that does not parse or does not match is moved aside to
+``*.corrupt`` and recomputed, never silently read.
 """
 from __future__ import annotations
 
@@ -64,6 +65,24 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _record_checksum(record: dict) -> str:
+    """SHA-256 of a record's canonical JSON (without its ``checksum``): catches a record corrupted in place."""
+    return _sha256(json.dumps(canonical(record), sort_keys=True, separators=(",", ":")).encode())
+
+
+def _identity(st: os.stat_result) -> tuple:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _read(path: Path) -> Optional[tuple[bytes, tuple]]:
+    """The file's bytes and identity (device, inode, size, mtime) of what was read, or None when absent."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(), _identity(os.fstat(fh.fileno()))
+    except FileNotFoundError:
+        return None
+
+
 class CorruptArtifact(RuntimeError):
     """A record or artefact on disk failed to parse or to match its checksum."""
 
@@ -78,35 +97,54 @@ class Store:
     def path(self, kind: str, key: str, suffix: str = ".json") -> Path:
         return self.root / kind / f"{key}{suffix}"
 
-    def _quarantine(self, path: Path, why: str) -> None:
-        bad = path.with_name(path.name + f".{int(time.time() * 1000)}.corrupt")
+    def _quarantine(self, path: Path, why: str, ident: Optional[tuple] = None) -> bool:
+        """Moves ``path`` aside to ``*.corrupt`` (with a ``.why``). With ``ident`` (the identity of the file that
+        was read) a file that a writer has atomically replaced meanwhile is left in place (or put back) and False
+        is returned, so a reader holding a stale corrupt copy never quarantines another process's good record."""
+        bad = path.with_name(path.name + f".{int(time.time() * 1000)}.{os.getpid()}.corrupt")
         try:
             path.replace(bad)
         except FileNotFoundError:
-            return
+            return ident is None
+        if ident is not None and _identity(os.stat(bad)) != ident:
+            try:  # it was a newer file: put it back unless an even newer one is already there
+                os.link(bad, path)
+            except FileExistsError:
+                pass
+            bad.unlink(missing_ok=True)
+            return False
         (bad.parent / (bad.name + ".why")).write_text(why)
+        return True
 
     # --- JSON records ---------------------------------------------------------------------------------------
     def get(self, kind: str, key: str) -> Optional[dict]:
         """The record, or None when absent or corrupt (a corrupt one is moved aside and reported in ``.why``)."""
         path = self.path(kind, key)
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            return None
-        try:
-            record = json.loads(raw)
-            if not isinstance(record, dict) or record.get("key") != key or "status" not in record:
-                raise ValueError("record lacks its key or status")
-        except (ValueError, UnicodeDecodeError) as err:
-            self._quarantine(path, f"unreadable record: {err}")
-            return None
-        return record
+        for _ in range(3):  # re-read when a writer replaced the corrupt file while it was being judged
+            read = _read(path)
+            if read is None:
+                return None
+            raw, ident = read
+            try:
+                record = json.loads(raw)
+                if not isinstance(record, dict) or record.get("key") != key or "status" not in record:
+                    raise ValueError("record lacks its key or status")
+                checksum = record.pop("checksum", None)
+                if checksum is not None and checksum != _record_checksum(record):
+                    raise ValueError("record checksum mismatch")
+            except (ValueError, UnicodeDecodeError) as err:
+                if self._quarantine(path, f"unreadable record: {err}", ident):
+                    return None
+                continue
+            return record
+        return None
 
     def put(self, kind: str, key: str, record: dict) -> dict:
         """Writes ``record`` (adding key, format version and time) atomically and returns it."""
         record = {**record, "key": key, "format": FORMAT_VERSION, "written": time.time()}
-        _atomic_write(self.path(kind, key), json.dumps(canonical(record), indent=1).encode())
+        data = canonical(record)
+        data["checksum"] = _record_checksum(data)
+        _atomic_write(self.path(kind, key), json.dumps(data, indent=1).encode())
         return record
 
     def done(self, kind: str, key: str) -> Optional[dict]:
@@ -133,12 +171,12 @@ class Store:
     def get_blob(self, kind: str, key: str, suffix: str, sha256: str) -> Optional[bytes]:
         """The artefact when its SHA-256 matches, else None (a mismatching file is moved aside)."""
         path = self.path(kind, key, suffix)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
+        read = _read(path)
+        if read is None:
             return None
+        data, ident = read
         if _sha256(data) != sha256:
-            self._quarantine(path, "checksum mismatch")
+            self._quarantine(path, "checksum mismatch", ident)
             return None
         return data
 

@@ -1,0 +1,283 @@
+"""Grid executors: run a grid's configs in this process (``local``), a local process pool (``processes``) or
+on a Ray cluster (``ray``). Whichever runs them, every worker opens the same store, writes its own records and the
+driver reads them back, so a store on a filesystem that every node mounts works for a cluster.
+
+Scheduling: each distinct teacher and score cache the grid needs is a task of its own, submitted first; a run is
+submitted once the teacher and scores it needs exist, so no worker waits on another's lock. Correctness does not
+rest on that order: teachers and scores are computed under ``Store.lock`` (``flock``) and so is every run, so two
+workers (or two grids sharing a store) never train the same teacher or the same run twice; a killed worker's lock
+is released by the kernel and its half-done work leaves no record.
+
+    run_grid(configs, store)                                        # local: this process, one run at a time
+    run_grid(configs, store, executor="processes", workers=4)       # 4 spawned processes, cores // 4 threads each
+    run_grid(configs, "/shared/store", executor="ray", address="auto", num_cpus=4, num_gpus=1)  # a Ray cluster
+
+Notes. A script using ``processes`` needs the ``if __name__ == "__main__":`` guard (spawned workers import it);
+notebooks need nothing. For Ray, every node must have kdlib installed and see the store at the same path; without
+``address`` a local instance is started (with ``workers`` CPUs) and shut down afterwards, while one the caller
+started (``ray.init``) is used and left running. Results are bitwise equal across executors when the torch thread
+count is equal (a different count can change the last bits of the losses, in bf16 and in fp32).
+"""
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+from .store import Store, config_key
+from .validate import check_choice
+
+EXECUTORS = ("local", "processes", "ray")
+
+
+def check_executor(executor: str) -> str:
+    """``executor`` must be one of ``local``, ``processes``, ``ray`` (a ValueError naming them otherwise)."""
+    return check_choice(executor, "executor", EXECUTORS)
+
+
+# --- what one worker does ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WorkerSpec:
+    """How a worker opens the study: the store folder, device, data root, progress bars and torch threads."""
+
+    store: str
+    device: str = "auto"
+    data_root: Optional[str] = None
+    progress: bool = False
+    threads: Optional[int] = None
+
+
+def run_once(study: Any, cfg: Any) -> dict:
+    """``study.run(cfg)`` under the run's store lock: a finished record is read, never recomputed, even when
+    another process is computing the same run (this one waits for it and then reads its record)."""
+    key = cfg.key()
+    rec = study.store.done("runs", key)
+    if rec is not None:
+        return rec
+    with study.store.lock("runs", key):
+        return study.run(cfg)
+
+
+def score_key(cfg: Any) -> Optional[str]:
+    """The store key of the score cache ``cfg`` needs, or None (mirrors ``Study.scores``; used for scheduling only,
+    correctness rests on the lock)."""
+    from .prune import METHODS
+
+    r = cfg.resolved()
+    method = METHODS.get(r.method)
+    if r.fraction == 1.0 or method.scorer is None:
+        return None
+    return config_key({"dataset": r.dataset, "scorer": method.scorer_key, "proxy": r.proxy,
+                       "model": r.proxy.model or r.model, "seed": r.score_seed, "label_noise": r.label_noise,
+                       "noise_seed": r.noise_seed})
+
+
+def teacher_key(cfg: Any) -> Optional[str]:
+    """The store key of the teacher ``cfg`` distils from, or None."""
+    from .study import TeacherConfig
+
+    return config_key(TeacherConfig.of(cfg)) if cfg.resolved().uses_teacher else None
+
+
+def work(task: str, cfg: Any, spec: WorkerSpec) -> dict:
+    """One unit of work in a worker: ``task`` is 'teacher', 'scores' or 'run'. Returns {'key', 'status', ...};
+    the record itself stays in the store. A teacher or score computation that diverges is not an error here:
+    the runs that need it record the failure."""
+    import torch
+
+    from .study import Study, TeacherConfig
+    from .train import TrainingDiverged
+
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    study = Study(spec.store, spec.device, spec.data_root, spec.progress)
+    if task == "run":
+        rec = run_once(study, cfg)
+        return {"key": rec["key"], "status": rec["status"], "pid": os.getpid()}
+    try:
+        if task == "teacher":
+            study.teacher(TeacherConfig.of(cfg))
+        else:
+            study.scores(cfg)
+    except TrainingDiverged as err:
+        return {"key": None, "status": "failed", "error": str(err), "pid": os.getpid()}
+    return {"key": None, "status": "done", "pid": os.getpid()}
+
+
+def _init_process(threads: int, parent: int) -> None:
+    """A pool worker's set-up: its torch threads, and a watchdog that ends it when the driver dies (a killed
+    driver would otherwise leave its workers waiting forever; work cut short leaves no record, only a retry)."""
+    import threading
+
+    import torch
+
+    torch.set_num_threads(threads)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="kdlib-parent-watchdog", daemon=True).start()
+
+
+# --- pools: submit / wait / result / close over concurrent.futures and Ray ------------------------------------------
+class _ProcessPool:
+    def __init__(self, workers: int, threads: int) -> None:
+        import multiprocessing
+
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_init_process, initargs=(threads, os.getpid()))
+
+    def submit(self, task: str, cfg: Any, spec: WorkerSpec) -> Future:
+        return self.pool.submit(work, task, cfg, spec)
+
+    def wait(self, handles: list) -> list:
+        done, _ = wait_futures(handles, return_when=FIRST_COMPLETED)
+        return list(done)
+
+    def result(self, handle: Future) -> dict:
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            return handle.result()
+        except BrokenProcessPool as err:
+            raise RuntimeError("a worker process of executor='processes' died (killed, out of memory, or the script "
+                               "calling run_grid lacks the `if __name__ == \"__main__\":` guard that spawned "
+                               "workers need); finished records are kept, run the grid again to resume") from err
+
+    def cancel(self, handles: list) -> None:
+        for h in handles:
+            h.cancel()
+
+    def close(self, cancel: bool) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=cancel)
+
+
+class _RayPool:
+    def __init__(self, address: Optional[str], num_cpus: float, num_gpus: float, workers: Optional[int],
+                 progress: bool) -> None:
+        try:
+            import ray
+        except ImportError:  # pragma: no cover - ray is a test dependency
+            raise ImportError("executor='ray' needs Ray: pip install 'kdlib[ray]'") from None
+        self.ray = ray
+        self.started = not ray.is_initialized()
+        if self.started:
+            # address=None starts a local instance (workers CPUs, default all); "auto" or "ray://host:10001" joins one
+            ray.init(address=address, num_cpus=workers if address is None else None, include_dashboard=False,
+                     log_to_driver=progress)
+        self.remote = ray.remote(work).options(num_cpus=num_cpus, num_gpus=num_gpus)
+
+    def submit(self, task: str, cfg: Any, spec: WorkerSpec):
+        return self.remote.remote(task, cfg, spec)
+
+    def wait(self, handles: list) -> list:
+        done, _ = self.ray.wait(handles, num_returns=1)
+        return done
+
+    def result(self, handle: Any) -> dict:
+        return self.ray.get(handle)
+
+    def cancel(self, handles: list) -> None:
+        for h in handles:
+            self.ray.cancel(h)
+
+    def close(self, cancel: bool) -> None:
+        if self.started:
+            self.ray.shutdown()
+
+
+# --- the driver ----------------------------------------------------------------------------------------------------
+def run_parallel(configs: Sequence[Any], store: Store | str, device: str = "auto", data_root: Optional[str] = None,
+                 progress: bool = True, executor: str = "processes", workers: Optional[int] = None,
+                 address: Optional[str] = None, num_cpus: float = 1, num_gpus: float = 0) -> list[dict]:
+    """Every config's record (in the order of ``configs``), computed on ``executor`` ('processes' or 'ray').
+
+    Finished runs are read from the store and not resubmitted; equal runs (same resolved key) run once.
+    ``workers`` is the pool size (default: all cores; for Ray, the CPUs of a local instance it starts).
+    ``num_cpus``/``num_gpus`` are each Ray task's request: with ``num_gpus`` > 0 (1, or 0.5 to share a GPU)
+    ``device='auto'`` picks the GPU Ray assigns; with ``num_gpus=0`` it means the CPU, so that a task never uses
+    a GPU it did not ask for. A pool worker uses cores // workers torch threads, a Ray task ``num_cpus``.
+    A diverging run is a failed record, not an error; any other error in a worker cancels the work not yet
+    started and is raised here (finished records are kept: run the grid again to resume).
+    """
+    check_executor(executor)
+    if executor == "local":
+        raise ValueError("run_parallel runs executor='processes' or 'ray'; use run_grid for 'local'")
+    store = store if isinstance(store, Store) else Store(store)
+    root = str(store.root.resolve())
+    keys = [c.key() for c in configs]
+    records: dict[str, dict] = {}
+    todo: dict[str, Any] = {}
+    for key, cfg in zip(keys, configs):
+        if key in records or key in todo:
+            continue
+        rec = store.done("runs", key)
+        if rec is not None:
+            records[key] = rec
+        else:
+            todo[key] = cfg
+    if todo:
+        cores = os.cpu_count() or 1
+        if executor == "processes":
+            n = max(1, min(workers or cores, len(todo)))
+            threads = max(1, cores // n)
+            pool: Any = _ProcessPool(n, threads)
+        else:
+            threads = max(1, int(num_cpus))
+            pool = _RayPool(address, num_cpus, num_gpus, workers, progress)
+            if str(device) == "auto" and not num_gpus:
+                device = "cpu"
+        spec = WorkerSpec(root, str(device), data_root, False, threads)
+        cancel = True
+        try:
+            _drive(pool, todo, store, spec, records, progress)
+            cancel = False
+        finally:
+            pool.close(cancel)
+    return [records[k] for k in keys]
+
+
+def _drive(pool: Any, todo: dict[str, Any], store: Store, spec: WorkerSpec, records: dict[str, dict],
+           progress: bool) -> None:
+    """Submits the missing teachers and score caches first and each run once its prerequisites exist; collects
+    the runs' records from the store as they finish. On any error the tasks not yet finished are cancelled."""
+    from tqdm.auto import tqdm
+
+    needs: dict[str, set] = {}
+    prereqs: dict[tuple, Any] = {}
+    for key, cfg in todo.items():
+        needs[key] = set()
+        for kind, pkey in (("teachers", teacher_key(cfg)), ("scores", score_key(cfg))):
+            if pkey is not None and store.done(kind, pkey) is None:
+                needs[key].add((kind, pkey))
+                prereqs.setdefault((kind, pkey), cfg)
+    handles: dict[Any, tuple] = {}
+    try:
+        for (kind, pkey), cfg in prereqs.items():
+            handles[pool.submit("teacher" if kind == "teachers" else "scores", cfg, spec)] = ("prereq", (kind, pkey))
+        with tqdm(total=len(todo), desc="grid", disable=not progress) as bar:
+            while needs or handles:
+                for key in [k for k, n in needs.items() if not n]:
+                    del needs[key]
+                    handles[pool.submit("run", todo[key], spec)] = ("run", key)
+                for handle in pool.wait(list(handles)):
+                    what, ident = handles.pop(handle)
+                    out = pool.result(handle)  # raises the worker's error
+                    if what == "prereq":
+                        for n in needs.values():
+                            n.discard(ident)
+                        continue
+                    rec = store.get("runs", ident)
+                    if rec is None:
+                        raise RuntimeError(f"run {ident} finished on worker pid {out.get('pid')} but its record is "
+                                           f"not in {store.root}; is the store on a filesystem every worker shares?")
+                    records[ident] = rec
+                    bar.update(1)
+    except BaseException:
+        pool.cancel(list(handles))
+        raise

@@ -1,0 +1,161 @@
+"""The streamed ImageNet-layout folder reader, pruned subsets of it, and the real-image exporter."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from kdlib.imagenet import (ImageFolder, eval_resize, eval_transform, export_image_folder, load_folder_data,
+                            read_image, scan_folder, subset_indices, train_transform)
+
+CLASSES = ["n01440764", "n01443537", "n01484850"]  # ImageNet-style wnids, sorted
+
+
+def write_imagenet_layout(root, n_train=4, n_val=2):
+    """A tiny ImageNet-layout folder: colour JPEGs of varying size, a grayscale JPEG, a PNG, a stray text file."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("val", n_val)):
+        for c, wnid in enumerate(CLASSES):
+            folder = root / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(n):
+                h, w = 30 + 7 * i, 40 + 5 * c
+                arr = np.full((h, w, 3), 40 * (c + 1), dtype=np.uint8) + rng.integers(0, 20, (h, w, 3), dtype=np.uint8)
+                img = Image.fromarray(arr)
+                if i == 1:
+                    img.convert("L").save(folder / f"{wnid}_{i}.JPEG", quality=95)
+                elif i == 2:
+                    img.save(folder / f"{wnid}_{i}.png")
+                else:
+                    img.save(folder / f"{wnid}_{i}.JPEG", quality=95)
+            (folder / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_image_folder_shapes_labels_and_classes(tmp_path):
+    root = write_imagenet_layout(tmp_path / "imagenet")
+    train = ImageFolder(root / "train", train_transform(32))
+    assert train.classes == CLASSES and len(train) == 12
+    assert train.targets.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    for i in (0, 1, 2, 5, 11):
+        x, y = train[i]
+        assert x.shape == (3, 32, 32) and x.dtype == torch.uint8 and y == i // 4
+    gray = read_image(root / "train" / CLASSES[0] / f"{CLASSES[0]}_1.JPEG")
+    assert gray.shape == (3, 37, 40) and torch.equal(gray[0], gray[1])
+
+    val = ImageFolder(root / "val", eval_transform(32), classes=train.classes)
+    assert len(val) == 6 and val.targets.tolist() == [0, 0, 1, 1, 2, 2]
+    a, _ = val[3]
+    b, _ = val[3]
+    assert a.shape == (3, 32, 32) and torch.equal(a, b)  # evaluation is deterministic
+    assert eval_resize(224) == 256 and eval_resize(32) == 37
+
+
+def test_center_crop_keeps_the_middle(tmp_path):
+    """Resize(256 * S / 224) + CenterCrop(S): a wide image loses its left and right edges."""
+    folder = tmp_path / "val" / "a"
+    folder.mkdir(parents=True)
+    arr = np.zeros((64, 128, 3), dtype=np.uint8)
+    arr[:, 32:96] = 255  # white middle half, black edges
+    Image.fromarray(arr).save(folder / "x.png")
+    x, _ = ImageFolder(tmp_path / "val", eval_transform(32))[0]
+    assert x.shape == (3, 32, 32)
+    assert x.float().mean() > 250  # the 37x74 resize's central 32x32 lies inside the white band
+
+
+def test_load_folder_data_and_fingerprint(tmp_path):
+    write_imagenet_layout(tmp_path / "imagenet")
+    data = load_folder_data(tmp_path, image_size=24)  # finds root/imagenet like kdlib.data
+    assert data.num_classes == 3 and data.n_train == 12 and len(data.val) == 6 and data.source is None
+    assert data.labels.tolist() == data.train.targets.tolist()
+    fp = data.fingerprint()
+    assert fp == load_folder_data(tmp_path / "imagenet", 24).fingerprint()
+    Image.new("RGB", (30, 30)).save(tmp_path / "imagenet" / "train" / CLASSES[0] / "extra.JPEG")
+    assert load_folder_data(tmp_path, 24).fingerprint() != fp
+    x = torch.full((2, 3, 4, 4), 255, dtype=torch.uint8)
+    assert torch.allclose(data.normalize(x)[:, 0], torch.tensor((1 - 0.485) / 0.229))
+
+    (tmp_path / "imagenet" / "val" / "n99999999").mkdir()
+    with pytest.raises(ValueError, match="n99999999.*not among the 3 known classes"):
+        load_folder_data(tmp_path, 24)
+    with pytest.raises(FileNotFoundError, match="export_image_folder"):
+        load_folder_data(tmp_path / "nowhere", 24)
+    with pytest.raises(ValueError, match="crop_scale"):
+        load_folder_data(tmp_path, 24, crop_scale=(0.5, 0.1))
+
+
+def test_scan_folder_requires_images(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.txt").write_text("")
+    with pytest.raises(FileNotFoundError, match="no images"):
+        scan_folder(tmp_path)
+
+
+@pytest.mark.parametrize("n,fraction", [(1000, 0.5), (1000, 0.333), (1281, 0.5), (7, 0.3), (10, 1.0)])
+def test_subset_sizes_are_exact(n, fraction):
+    labels = np.arange(n) % 10
+    idx = subset_indices(labels, fraction, seed=3)
+    assert len(idx) == max(1, round(fraction * n)) == len(np.unique(idx))
+    assert np.all(np.diff(idx) > 0) and idx.min() >= 0 and idx.max() < n
+    assert np.array_equal(idx, subset_indices(labels, fraction, seed=3))
+
+
+def test_subset_seeds_balance_and_study_agreement(tmp_path):
+    labels = np.repeat(np.arange(4), [100, 50, 30, 20])
+    a, b = subset_indices(labels, 0.5, 0), subset_indices(labels, 0.5, 1)
+    assert not np.array_equal(a, b)
+    bal = subset_indices(labels, 0.5, 0, class_balanced=True)
+    assert np.bincount(labels[bal]).tolist() == [50, 25, 15, 10]
+
+    from kdlib.data import load_dataset
+    from kdlib.study import RunConfig, Study
+
+    digits = load_dataset("digits")
+    study = Study(tmp_path / "store", device="cpu", progress=False)
+    for seed in (0, 2):
+        expected = study.subset(RunConfig(dataset="digits", fraction=0.3, seed=seed))
+        assert np.array_equal(subset_indices(digits.y_train.numpy(), 0.3, seed), expected)
+
+
+def test_methods_with_scores_are_refused(monkeypatch):
+    from kdlib.prune import METHODS, PruningMethod
+
+    fake = PruningMethod("fake_scored", lambda *a: None, "hardest", scorer=lambda ctx: {})
+    monkeypatch.setitem(METHODS._items, "fake_scored", fake)
+    with pytest.raises(ValueError, match="needs per-sample scores.*random"):
+        subset_indices(np.zeros(10), 0.5, 0, method="fake_scored")
+    with pytest.raises(ValueError, match="fraction"):
+        subset_indices(np.zeros(10), 0.0, 0)
+
+
+def test_export_image_folder_writes_real_images(tmp_path):
+    from kdlib.data import load_dataset
+
+    out = export_image_folder("digits", tmp_path / "digits_folder", per_class=3, image_size=16)
+    source = (out / "SOURCE.txt").read_text()
+    assert "digits in ImageNet folder format (NOT ImageNet)" in source and "30 train / 30 val" in source
+    data = load_folder_data(out, 16)
+    assert data.num_classes == 10 and data.n_train == 30 and len(data.val) == 30 and data.source == source.strip()
+    assert data.classes[:3] == ["000_0", "001_1", "002_2"]
+    assert data.labels.tolist() == np.repeat(np.arange(10), 3).tolist()
+
+    # The files hold the real digits: shrunk back to 8x8 they match the originals.
+    digits = load_dataset("digits")
+    first = np.flatnonzero(digits.y_train.numpy() == 4)[:3]
+    for path, i in zip(sorted((out / "train" / "004_4").iterdir()), first):
+        back = np.asarray(Image.open(path).convert("L").resize((8, 8), Image.BILINEAR), dtype=float)
+        orig = digits.x_train[i, 0].numpy().astype(float)
+        assert np.corrcoef(back.ravel(), orig.ravel())[0, 1] > 0.9
+
+    stamp = (out / "train" / "000_0").stat().st_mtime_ns
+    assert export_image_folder("digits", out, per_class=3, image_size=16) == out  # reused as is
+    assert (out / "train" / "000_0").stat().st_mtime_ns == stamp
+    export_image_folder("digits", out, per_class=2, image_size=16, val_per_class=1)  # other arguments: rewritten
+    assert load_folder_data(out, 16).n_train == 20 and len(load_folder_data(out, 16).val) == 10
+    assert json.loads((out / "manifest.json").read_text())["per_class"] == 2
+
+    foreign = tmp_path / "foreign"
+    (foreign / "train").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="not written by export_image_folder"):
+        export_image_folder("digits", foreign, per_class=1, image_size=8)
