@@ -37,6 +37,9 @@ class TrainConfig:
     ``milestones`` are fractions of the run (150/180/210 of 240 epochs), so the step schedule scales with
     ``epochs``. ``budget="epochs"`` trains ``epochs`` passes over the kept subset (the paper's rule);
     ``budget="steps"`` trains as many optimiser steps as ``epochs`` passes over the full training set.
+    ``min_steps`` (default 0) is a floor on the optimiser steps under either rule, in whole epochs over the
+    subset: scaled-down recipes otherwise give a tiny subset a handful of steps, far from the paper's regime where
+    240 epochs fit even a 10% subset.
     """
 
     epochs: int = 240
@@ -50,6 +53,7 @@ class TrainConfig:
     gamma: float = 0.1
     warmup_epochs: float = 0.0
     budget: str = "epochs"
+    min_steps: int = 0
     precision: str = "auto"
     channels_last: bool = True
     augment: bool = True
@@ -60,6 +64,8 @@ class TrainConfig:
         check_positive(self.batch_size, "batch_size", integer=True)
         check_positive(self.lr, "lr")
         check_positive(self.eval_every, "eval_every", integer=True)
+        if isinstance(self.min_steps, bool) or not isinstance(self.min_steps, int) or self.min_steps < 0:
+            raise ValueError(f"min_steps must be a non-negative integer, got {self.min_steps!r}")
         check_choice(self.schedule, "schedule", SCHEDULES)
         check_choice(self.budget, "budget", BUDGETS)
         check_choice(self.precision, "precision", PRECISIONS)
@@ -120,12 +126,17 @@ def autocast_context(device: torch.device, precision: str):
 
 
 def total_steps(cfg: TrainConfig, n_subset: int, n_full: int) -> tuple[int, int]:
-    """(epochs over the subset, optimiser steps) under the recipe's budget rule."""
+    """(epochs over the subset, optimiser steps) under the recipe's budget rule and ``min_steps`` floor."""
     steps_per_epoch = max(1, math.ceil(n_subset / cfg.batch_size))
     if cfg.budget == "epochs":
-        return cfg.epochs, cfg.epochs * steps_per_epoch
-    steps = cfg.epochs * max(1, math.ceil(n_full / cfg.batch_size))
-    return math.ceil(steps / steps_per_epoch), steps
+        epochs, steps = cfg.epochs, cfg.epochs * steps_per_epoch
+    else:
+        steps = cfg.epochs * max(1, math.ceil(n_full / cfg.batch_size))
+        epochs = math.ceil(steps / steps_per_epoch)
+    if steps < cfg.min_steps:
+        epochs = math.ceil(cfg.min_steps / steps_per_epoch)
+        steps = epochs * steps_per_epoch
+    return epochs, steps
 
 
 def lr_factor(cfg: TrainConfig, step: int, n_steps: int) -> float:
@@ -145,9 +156,32 @@ def lr_factor(cfg: TrainConfig, step: int, n_steps: int) -> float:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
-    """SGD with momentum; weight decay on every parameter, as in the paper's recipe."""
-    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                           weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+    """SGD with momentum; weight decay on every parameter, as in the paper's recipe.
+
+    Uses the fused kernel (one pass over all parameters instead of a few small ops per tensor; the same update
+    up to float rounding) where this torch build has one for the parameters' device, else the default.
+    """
+    params = list(model.parameters())
+    kwargs = dict(lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+    try:
+        return torch.optim.SGD(params, fused=True, **kwargs)
+    except (RuntimeError, ValueError, TypeError):
+        return torch.optim.SGD(params, **kwargs)
+
+
+def inference_copy(model: nn.Module, memory_format: torch.memory_format = torch.contiguous_format) -> nn.Module:
+    """A forward-only, eval-mode copy of ``model`` with each BatchNorm folded into the convolution before it
+    (``torch.fx`` conv-BN fusion): the same function up to float rounding, ~1.6x faster as a CPU teacher.
+    ``model`` itself (in eval mode) when it cannot be traced. ``model`` is never modified beyond ``.eval()``.
+    """
+    model.eval()
+    try:
+        from torch.fx.experimental.optimization import fuse
+
+        fused = fuse(model, inplace=False)
+    except Exception:  # not symbolically traceable: run it as it is
+        return model
+    return fused.to(memory_format=memory_format).eval()
 
 
 def epoch_batches(indices: torch.Tensor, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
@@ -230,8 +264,8 @@ def train(
     idx = idx.to(device)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=memory_format).train()
-    if teacher is not None:
-        teacher.to(device=device, memory_format=memory_format).eval()
+    if teacher is not None:  # BatchNorm folded into the convolutions: a cheaper teacher forward, same outputs
+        teacher = inference_copy(teacher.to(device=device, memory_format=memory_format), memory_format)
     optimizer = make_optimizer(model, cfg)
     n_epochs, n_steps = total_steps(cfg, len(idx), data.n_train)
 

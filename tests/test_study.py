@@ -104,3 +104,16 @@ def test_diverging_run_is_recorded_as_failed(tmp_path):
     cfg = tiny(fraction=0.5, train=TrainConfig(epochs=1, lr=1e6, batch_size=64, schedule="constant"))
     rec = Study(tmp_path, progress=False).run(cfg)
     assert rec["status"] == "failed" and "loss became" in rec["error"]
+
+
+def test_budget_rules_and_min_steps():
+    from kdlib.train import total_steps
+    cfg = TrainConfig(epochs=10, batch_size=64)
+    assert total_steps(cfg, 640, 6400) == (10, 100)                      # epochs on the subset
+    steps = TrainConfig(epochs=10, batch_size=64, budget="steps")
+    assert total_steps(steps, 640, 6400)[1] == 1000                      # as many steps as the full data
+    floor = TrainConfig(epochs=10, batch_size=64, min_steps=150)
+    assert total_steps(floor, 640, 6400) == (15, 150)                    # floor in whole epochs
+    assert total_steps(floor, 6400, 6400) == (10, 1000)                  # no effect above the floor
+    with pytest.raises(ValueError, match="min_steps"):
+        TrainConfig(min_steps=-1)

@@ -16,13 +16,33 @@ KEEPS = ("random", "hardest", "easiest", "stratified", "diverse", "representativ
 
 @dataclass(frozen=True)
 class ProxyConfig:
-    """How a scorer trains its proxy model(s). ``model=None`` means the student's architecture."""
+    """How a scorer trains its proxy model(s). ``model=None`` means the student's architecture.
+
+    ``train`` is the proxy's recipe (a full run of ``train.epochs`` epochs gives the training dynamics, final
+    probabilities and embeddings used by forgetting, uncertainty, geometry and DeepCore-family methods).
+    ``n_models`` independently initialised proxies are averaged by the early scores (EL2N, GraNd; Paul et al.
+    2021 use 10). ``score_epoch`` is the epoch of the proxy run at which the early scores are taken (Paul et al.:
+    20 of 200): ``None`` means a tenth of the run (at least 1), ``0`` means at initialisation.
+    """
 
     model: Optional[str] = None
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, batch_size=128, lr=0.1,
                                                                     schedule="cosine"))
     n_models: int = 1
     score_epoch: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n_models, bool) or not isinstance(self.n_models, int) or self.n_models < 1:
+            raise ValueError(f"proxy n_models must be a positive integer, got {self.n_models!r}")
+        if self.score_epoch is not None and (isinstance(self.score_epoch, bool) or not isinstance(self.score_epoch, int)
+                                             or not 0 <= self.score_epoch <= self.train.epochs):
+            raise ValueError(f"proxy score_epoch must be None or an integer in [0, train.epochs="
+                             f"{self.train.epochs}], got {self.score_epoch!r}")
+
+    @property
+    def early_epoch(self) -> int:
+        """The epoch at which EL2N/GraNd are scored: ``score_epoch``, or a tenth of the run (at least 1)."""
+        return self.score_epoch if self.score_epoch is not None else max(1, round(self.train.epochs / 10))
 
     @classmethod
     def from_dict(cls, d: dict) -> "ProxyConfig":
