@@ -20,6 +20,7 @@ from .prune import METHODS, ProxyConfig, ScoreContext, budget
 from .store import Store, canonical, config_key
 from .train import TrainConfig, TrainingDiverged, resolve_device, train
 from .validate import check_fraction, check_positive, check_unit_interval
+from .alpha_rule import check_alpha, resolve_alpha
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class RunConfig:
     ``teacher`` is the teacher's architecture (trained on ``teacher_fraction`` of the data, random subset,
     with ``teacher_train``, default the student's recipe); ``label_noise`` is the rate of symmetric label noise
     injected (with seed ``noise_seed``) into the training labels that teacher, scorer and student all see.
+    ``alpha_rule`` names the rule that chose ``alpha`` when the grid asked for ``alpha: "auto"``
+    (``kdlib.alpha_rule``); it is provenance only and not part of the run's key.
     """
 
     dataset: str = "digits"
@@ -48,8 +51,12 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     teacher_train: Optional[TrainConfig] = None
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    alpha_rule: Optional[str] = None
 
     def __post_init__(self) -> None:
+        if check_alpha(self.alpha) == "auto":
+            raise ValueError("alpha='auto' is resolved before a RunConfig is built: use expand_grid(base, axes, "
+                             "store=...) or kdlib.alpha_rule.resolve_auto_alpha(configs, store)")
         DATASETS.check(self.dataset)
         MODELS.check(self.model)
         METHODS.check(self.method)
@@ -106,7 +113,10 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
     def key(self) -> str:
-        return config_key(self.resolved())
+        """The run's store key: the resolved config without provenance fields (``alpha_rule``)."""
+        d = canonical(self.resolved())
+        d.pop("alpha_rule", None)
+        return config_key(d)
 
 
 @dataclass(frozen=True)
@@ -206,6 +216,7 @@ class Study:
         data = self.data(cfg.dataset)
         with self.store.lock("teachers", key):
             rec = self.store.done("teachers", key)
+            torch.manual_seed(cfg.seed)  # the initial weights must not depend on what ran before in this process
             model = build_model(cfg.model, data.num_classes, data.in_channels)
             if rec is not None:
                 state = self.store.load_state("teachers", key, rec["sha256"])
@@ -229,7 +240,7 @@ class Study:
     def run(self, cfg: RunConfig) -> dict:
         """The run's record: read from the store when finished, else computed and written."""
         r = cfg.resolved()
-        key = config_key(r)
+        key = r.key()
         rec = self.store.done("runs", key)
         if rec is not None:
             return rec
@@ -248,21 +259,27 @@ class Study:
                            desc=f"{r.method} f={r.fraction:g} a={r.alpha:g} s={r.seed}")
         except TrainingDiverged as err:
             return self.store.put("runs", key, {"status": "failed", "config": r, "error": str(err)})
-        record = {
+        return self.store.put("runs", key, self.run_record(r, result, data, indices, noisy, teacher_rec))
+
+    def run_record(self, r: RunConfig, result: Any, data: ImageData, indices: np.ndarray, noisy: np.ndarray,
+                   teacher_rec: Optional[dict]) -> dict:
+        """The record of a finished run (also written by ``kdlib.lockstep.run_group``)."""
+        return {
             "status": "done", "config": r, "result": result.to_dict(), "n_train": int(len(indices)),
             "n_full": int(data.n_train), "noisy_kept": int(noisy[indices].sum()),
             "teacher_acc": None if teacher_rec is None else teacher_rec["result"]["final_acc"],
             "teacher_key": None if teacher_rec is None else teacher_rec["key"],
             "device": str(self.device), "torch": torch.__version__,
         }
-        return self.store.put("runs", key, record)
 
 
 GRID_AXES = tuple(RunConfig.__dataclass_fields__)
 
 
-def expand_grid(base: RunConfig | Mapping[str, Any], axes: Mapping[str, Iterable[Any]]) -> list[RunConfig]:
-    """Every combination of ``axes`` (names of RunConfig fields -> values) applied to ``base``; all validated."""
+def expand_grid(base: RunConfig | Mapping[str, Any], axes: Mapping[str, Iterable[Any]],
+                store: Store | str | None = None) -> list[RunConfig]:
+    """Every combination of ``axes`` (names of RunConfig fields -> values) applied to ``base``; all validated.
+    ``alpha: "auto"`` takes the alpha rule saved in ``store`` (or the default rule): ``kdlib.alpha_rule``."""
     base_dict = dict(base) if isinstance(base, Mapping) else {f: getattr(base, f) for f in GRID_AXES}
     unknown = set(axes) - set(GRID_AXES)
     if unknown:
@@ -270,7 +287,7 @@ def expand_grid(base: RunConfig | Mapping[str, Any], axes: Mapping[str, Iterable
     names = list(axes)
     configs = []
     for values in itertools.product(*(list(axes[n]) for n in names)):
-        configs.append(RunConfig.from_dict({**base_dict, **dict(zip(names, values))}))
+        configs.append(RunConfig.from_dict(resolve_alpha({**base_dict, **dict(zip(names, values))}, store)))
     return configs
 
 
@@ -291,19 +308,62 @@ def flatten(record: dict, requested: Optional[RunConfig] = None) -> dict:
 
 
 def run_grid(configs: Sequence[RunConfig], store: Store | str, device: str = "auto",
-             data_root: Optional[str] = None, progress: bool = True) -> pd.DataFrame:
+             data_root: Optional[str] = None, progress: bool = True, executor: str = "local",
+             workers: Optional[int] = None, address: Optional[str] = None, num_cpus: float = 1,
+             num_gpus: float = 0, lockstep: bool | int = False) -> pd.DataFrame:
     """Runs every config (finished ones are read, not recomputed) and returns one row per requested config.
 
     Configs run in an order that trains each teacher and scores each method once. A run that diverges is
     recorded as failed and the grid goes on; a Ctrl-C stops it with every finished record kept.
+    ``executor`` is 'local' (this process), 'processes' (a pool of ``workers`` processes) or 'ray' (one Ray task
+    per run asking ``num_cpus``/``num_gpus``, on the cluster at ``address`` or a local instance): see
+    ``kdlib.executors``. Every executor writes the same records to the same store.
+    ``lockstep`` (local executor only): pending runs that differ only in alpha (tau, KD loss, teacher) train
+    together, up to 8 per group (or ``lockstep`` when an int), sharing batches and teacher forwards
+    (``kdlib.lockstep``); same records, equal up to float rounding.
     """
+    from .executors import check_executor, run_once, run_parallel
+
+    if check_executor(executor) != "local":
+        if lockstep:
+            raise ValueError(f"lockstep=True runs in the local executor, not executor={executor!r}")
+        recs = run_parallel(configs, store, device, data_root, progress, executor, workers, address, num_cpus,
+                            num_gpus)
+        return pd.DataFrame([flatten(rec, cfg) for rec, cfg in zip(recs, configs)])
     study = Study(store, device, data_root, progress)
     todo = sorted(range(len(configs)), key=lambda i: (configs[i].dataset, configs[i].seed, configs[i].method))
     records: dict[int, dict] = {}
+    if lockstep:
+        return _run_grid_lockstep(study, configs, todo, 8 if lockstep is True else int(lockstep))
     with tqdm(total=len(configs), desc="grid", disable=not progress) as bar:
         for i in todo:
-            records[i] = study.run(configs[i])
+            records[i] = run_once(study, configs[i])  # under the run's lock: two grids never run it twice
             bar.update(1)
+    return pd.DataFrame([flatten(records[i], configs[i]) for i in range(len(configs))])
+
+
+def _run_grid_lockstep(study: Study, configs: Sequence[RunConfig], todo: list[int], max_group: int) -> pd.DataFrame:
+    """``run_grid(lockstep=...)``: pending runs grouped by ``kdlib.lockstep.group_key`` (in ``todo`` order, at
+    most ``max_group`` distinct runs per group), each group trained by ``kdlib.lockstep.run_group``."""
+    from .lockstep import group_key, run_group
+
+    check_positive(max_group, "lockstep", integer=True)
+    groups: dict[str, list[int]] = {}
+    for i in todo:
+        groups.setdefault(group_key(configs[i]), []).append(i)
+    records: dict[int, dict] = {}
+    with tqdm(total=len(configs), desc="grid (lockstep)", disable=not study.progress) as bar:
+        for members in groups.values():
+            by_key: dict[str, list[int]] = {}
+            for i in members:
+                by_key.setdefault(configs[i].key(), []).append(i)
+            runs = list(by_key.values())
+            for s in range(0, len(runs), max_group):
+                chunk = runs[s:s + max_group]
+                for rec, same in zip(run_group(study, [configs[c[0]] for c in chunk]), chunk):
+                    for i in same:
+                        records[i] = rec
+                bar.update(sum(len(c) for c in chunk))
     return pd.DataFrame([flatten(records[i], configs[i]) for i in range(len(configs))])
 
 

@@ -1,0 +1,486 @@
+"""Several students trained in lockstep in one process, sharing the data pipeline and the teacher's forward pass.
+
+Students that differ only in their loss (alpha, tau) and share the seed, the kept subset, the labels and the
+recipe see exactly the same batches and augmentation when trained alone (``kdlib.train.train`` draws both from a
+generator seeded by ``seed`` and the epoch). ``train_lockstep`` therefore gathers, augments and normalises each
+batch once, runs each distinct teacher once on it, and trains every student on it. Two ways to run the students:
+
+* ``mode="loop"``: each student's step with the very same operations as ``train``. With ``threads=1`` one
+  after another in this thread: bit-identical to training alone (the saving is the shared teacher forward and
+  input pipeline). With ``threads=T > 1`` the students are spread over T worker threads that run their ops on
+  one core each: on a small CPU that beats two-thread ops on small tensors (~1.25x on 2 cores for ResNet-32 at
+  batch 64). Equal to training alone up to float rounding (single-thread kernels sum in another order).
+* ``mode="stacked"``: the K students become one *wide* network (``stack_models``): each convolution becomes a
+  grouped convolution with K groups, each BatchNorm covers the K students' channels (BatchNorm is per channel,
+  so statistics stay per student), each linear layer a batched matmul. SGD with momentum and weight decay is
+  elementwise, so one optimiser over the wide parameters is K independent optimisers. One pass then does the
+  work of K with K times fewer, bigger kernels (what a GPU wants: ResNet-32 at batch 64 is launch-bound there).
+  Equal to training alone up to float rounding (a grouped kernel sums in a different order).
+
+``mode="auto"``: ``loop`` with one worker thread per core (up to K) on CPU, ``stacked`` on CUDA (falling back to
+``loop`` when the students cannot be stacked). ``benchmarks/lockstep.py`` measures the modes against training
+one by one; ``kdlib.study.run_grid(..., lockstep=True)`` groups a grid's runs and calls ``run_group``.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .augment import augment
+from .data import ImageData
+from .train import (LossFn, TrainConfig, TrainingDiverged, TrainResult, autocast_context, epoch_batches,
+                    evaluate, inference_copy, lr_factor, make_optimizer, resolve_device, total_steps)
+from .validate import check_choice
+
+MODES = ("auto", "loop", "stacked")
+# Modules without parameters that act per channel (or elementwise) and so are valid in a stacked network.
+_CHANNELWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish,
+                nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten, nn.Identity)
+
+
+class StackedLinear(nn.Module):
+    """K independent ``nn.Linear`` layers applied to the K blocks of the last dimension: (..., K*in) -> (..., K*out)."""
+
+    def __init__(self, layers: Sequence[nn.Linear]) -> None:
+        super().__init__()
+        self.k = len(layers)
+        self.weight = nn.Parameter(torch.stack([m.weight.detach() for m in layers]).clone())  # (K, out, in)
+        self.bias = None if layers[0].bias is None else nn.Parameter(
+            torch.stack([m.bias.detach() for m in layers]).clone())  # (K, out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        xk = x.reshape(-1, self.k, self.weight.shape[2]).transpose(0, 1)  # (K, M, in)
+        out = torch.bmm(xk, self.weight.transpose(1, 2))  # (K, M, out); autocast runs bmm in bf16 like linear
+        if self.bias is not None:
+            out = out + self.bias[:, None, :].to(out.dtype)
+        return out.transpose(0, 1).reshape(*lead, -1)
+
+
+def _stack_leaf(mods: Sequence[nn.Module], name: str) -> nn.Module:
+    """The wide replacement of K corresponding leaf modules."""
+    m0, k = mods[0], len(mods)
+    if type(m0) is nn.Conv2d:
+        if m0.padding_mode != "zeros":
+            raise ValueError(f"cannot stack {name}: padding_mode {m0.padding_mode!r}")
+        wide = nn.Conv2d(k * m0.in_channels, k * m0.out_channels, m0.kernel_size, m0.stride, m0.padding,
+                         m0.dilation, k * m0.groups, bias=m0.bias is not None)
+        with torch.no_grad():
+            wide.weight.copy_(torch.cat([m.weight for m in mods]))
+            if m0.bias is not None:
+                wide.bias.copy_(torch.cat([m.bias for m in mods]))
+        return wide
+    if type(m0) is nn.BatchNorm2d:
+        wide = nn.BatchNorm2d(k * m0.num_features, m0.eps, m0.momentum, m0.affine, m0.track_running_stats)
+        with torch.no_grad():
+            for attr in ("weight", "bias", "running_mean", "running_var"):
+                if getattr(m0, attr) is not None:
+                    getattr(wide, attr).copy_(torch.cat([getattr(m, attr) for m in mods]))
+            if m0.num_batches_tracked is not None:
+                counts = {int(m.num_batches_tracked) for m in mods}
+                if len(counts) != 1:
+                    raise ValueError(f"cannot stack {name}: BatchNorm counters differ {sorted(counts)}")
+                wide.num_batches_tracked.copy_(m0.num_batches_tracked)
+        return wide
+    if type(m0) is nn.Linear:
+        return StackedLinear(mods)
+    if isinstance(m0, _CHANNELWISE):
+        if isinstance(m0, nn.Flatten) and m0.start_dim != 1:
+            raise ValueError(f"cannot stack {name}: Flatten(start_dim={m0.start_dim})")
+        return copy.deepcopy(m0)
+    raise ValueError(f"cannot stack {name} ({type(m0).__name__}): only Conv2d, BatchNorm2d, Linear and "
+                     f"parameter-free channel-wise modules stack; use mode='loop'")
+
+
+def stack_models(models: Sequence[nn.Module], example: Optional[torch.Tensor] = None) -> nn.Module:
+    """One wide network computing the K ``models`` at once: input (N, K*C, H, W), output (N, K*classes).
+
+    The models must share their architecture. Every leaf must be a Conv2d, BatchNorm2d, Linear or a
+    parameter-free channel-wise module; other code in ``forward`` must treat channels independently, which is
+    checked on ``example`` (a few inputs, (n, C, H, W)) in eval mode when given. Raises ValueError otherwise.
+    """
+    if len(models) < 1:
+        raise ValueError("need at least one model to stack")
+    named = [dict(m.named_modules()) for m in models]
+    shapes = [{k: v.shape for k, v in m.state_dict().items()} for m in models]
+    if any(list(n) != list(named[0]) for n in named[1:]) or any(sh != shapes[0] for sh in shapes[1:]) or \
+            any(type(n[k]) is not type(named[0][k]) for n in named[1:] for k in named[0]):
+        raise ValueError("cannot stack models of different architectures")
+    wide = copy.deepcopy(models[0])
+    wide_named = dict(wide.named_modules())
+    for name, mod in named[0].items():
+        own = list(mod.parameters(recurse=False)) + list(mod.buffers(recurse=False))
+        if not own and any(True for _ in mod.children()):
+            continue  # a container: its children are replaced below
+        new = _stack_leaf([n[name] for n in named], name or type(mod).__name__)
+        if name == "":
+            wide = new
+            break
+        parent_name, _, attr = name.rpartition(".")
+        setattr(wide_named[parent_name], attr, new)
+    if example is not None:
+        _check_stacked(models, wide, example)
+    return wide
+
+
+@torch.no_grad()
+def _check_stacked(models: Sequence[nn.Module], wide: nn.Module, example: torch.Tensor) -> None:
+    """Raises ValueError unless ``wide`` reproduces every model on ``example`` (eval mode, fp32)."""
+    k = len(models)
+    states = [m.training for m in models] + [wide.training]
+    for m in (*models, wide):
+        m.eval()
+    try:
+        dev = next(wide.parameters()).device
+        x = example.to(dev, torch.float32)
+        ref = torch.stack([m(x.contiguous()) for m in models], 1)  # (n, K, C)
+        try:
+            out = wide(x.repeat(1, k, 1, 1).contiguous()).reshape(ref.shape)
+        except RuntimeError as err:  # e.g. a module reached under a second name was not widened
+            raise ValueError(f"the stacked network fails on the example ({err}); use mode='loop'") from err
+        scale = ref.nan_to_num(0.0, 0.0, 0.0).abs().max().clamp_min(1.0)
+        if not torch.allclose(out, ref, atol=1e-3 * float(scale), rtol=1e-3, equal_nan=True):
+            raise ValueError("the stacked network does not reproduce the models (forward mixes channels across "
+                             "students); use mode='loop'")
+    finally:
+        for m, t in zip((*models, wide), states):
+            m.train(t)
+
+
+@torch.no_grad()
+def unstack_into(wide: nn.Module, models: Sequence[nn.Module]) -> None:
+    """Copies the wide network's parameters and buffers back into the K ``models`` (in place)."""
+    k = len(models)
+    wide_named = dict(wide.named_modules())
+    for m_idx, model in enumerate(models):
+        for name, mod in model.named_modules():
+            src = wide_named[name]
+            for attr, t in list(mod.named_parameters(recurse=False)) + list(mod.named_buffers(recurse=False)):
+                s = getattr(src, attr)
+                if attr == "num_batches_tracked":
+                    t.copy_(s)
+                    continue
+                t.copy_(s.reshape(k, *t.shape)[m_idx] if s.dim() == t.dim() + 1 else s.chunk(k)[m_idx].view_as(t))
+
+
+def can_stack(models: Sequence[nn.Module], example: torch.Tensor) -> bool:
+    """Whether ``stack_models(models, example)`` succeeds."""
+    try:
+        stack_models(models, example)
+        return True
+    except ValueError:
+        return False
+
+
+@torch.no_grad()
+def _evaluate_stacked(wide: nn.Module, data: ImageData, k: int, device: torch.device, precision: str,
+                      memory_format: torch.memory_format, batch_size: int = 1024) -> list[float]:
+    """Top-1 test accuracy (percent) of each of the K stacked students."""
+    was = wide.training
+    wide.eval()
+    preds = []
+    for s in range(0, len(data.x_test), batch_size):
+        xb = data.normalize(data.x_test[s:s + batch_size].to(device))
+        xb = xb.repeat(1, k, 1, 1).contiguous(memory_format=memory_format)
+        with autocast_context(device, precision):
+            preds.append(wide(xb).float().reshape(len(xb), k, -1).argmax(2).cpu())
+    wide.train(was)
+    hits = (torch.cat(preds) == data.y_test[:, None]).float()
+    return [100.0 * hits[:, i].mean().item() for i in range(k)]  # the same float arithmetic as train.evaluate
+
+
+def train_lockstep(
+    models: Sequence[nn.Module],
+    data: ImageData,
+    cfg: TrainConfig,
+    *,
+    indices: Optional[Sequence[int] | np.ndarray] = None,
+    labels: Optional[torch.Tensor] = None,
+    loss_fns: Sequence[Optional[LossFn]],
+    teacher: Optional[nn.Module] | Sequence[Optional[nn.Module]] = None,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    mode: str = "auto",
+    threads: Optional[int] = None,
+    progress: bool = True,
+    desc: str = "lockstep",
+    evaluate_test: bool = True,
+    on_diverge: str = "raise",
+) -> list[TrainResult]:
+    """Trains the K ``models`` in place as K calls of ``train(model_k, data, cfg, indices=..., loss_fn=loss_fns[k],
+    teacher=teacher_k, seed=seed)`` would, sharing each batch and each distinct teacher's forward pass.
+
+    ``teacher`` is one teacher for all, or one (or None) per student. ``mode``: 'loop', 'stacked' or 'auto'
+    (see the module docstring); ``threads``: worker threads of ``loop`` on CPU (None: one per core, up to K;
+    1: this thread only, bit-identical to ``train``). A student whose loss becomes NaN/inf raises ``TrainingDiverged`` when
+    ``on_diverge='raise'``; with ``'keep'`` it stops counting, the others go on, and its result has a NaN
+    ``final_acc`` and ``extra['diverged']`` set to the message. ``train_seconds`` of each result is the group's
+    training time divided by K (``extra['group_train_seconds']`` holds the whole).
+    """
+    from .distill import kd_loss
+
+    check_choice(mode, "mode", MODES)
+    auto = mode == "auto"
+    check_choice(on_diverge, "on_diverge", ("raise", "keep"))
+    k = len(models)
+    if k == 0:
+        return []
+    if len(loss_fns) != k:
+        raise ValueError(f"need one loss_fn per model: {len(loss_fns)} for {k} models")
+    teachers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher] * k
+    if len(teachers) != k:
+        raise ValueError(f"need one teacher (or None) per model: {len(teachers)} for {k} models")
+    losses_fns = [fn or (lambda s, t, y: kd_loss(s, t, y, 0.0)) for fn in loss_fns]
+
+    wall0 = time.perf_counter()
+    device = resolve_device(device)
+    idx = torch.arange(data.n_train) if indices is None else torch.as_tensor(np.asarray(indices), dtype=torch.long)
+    if len(idx) < 2:
+        raise ValueError(f"need at least 2 training samples, got {len(idx)}")
+    x_train = data.x_train.to(device)
+    y_train = (data.y_train if labels is None else labels).to(device)
+    idx = idx.to(device)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    for m in models:
+        m.to(device=device, memory_format=memory_format).train()
+    distinct_teachers: list[nn.Module] = []
+    for t in teachers:
+        if t is not None and all(t is not d for d in distinct_teachers):
+            distinct_teachers.append(t)
+    teacher_slot = [None if t is None else next(i for i, d in enumerate(distinct_teachers) if d is t)
+                    for t in teachers]
+    # forward-only copies with BatchNorm folded, exactly as ``train`` runs its teacher
+    distinct_teachers = [inference_copy(t.to(device=device, memory_format=memory_format), memory_format)
+                         for t in distinct_teachers]
+
+    wide = None
+    if mode == "auto":  # CPU: students on worker threads; GPU: one wide network (K times fewer kernel launches)
+        mode = "stacked" if device.type == "cuda" else "loop"
+    if threads is None:
+        threads = min(k, torch.get_num_threads()) if mode == "loop" and device.type == "cpu" else 1
+    if mode == "stacked" and k > 1:
+        try:
+            wide = stack_models(models, data.normalize(data.x_test[:2].to(device)))
+        except ValueError:
+            if not auto:
+                raise
+    mode = "loop" if wide is None else "stacked"
+    threads = max(1, min(int(threads), k)) if mode == "loop" else 1
+    pool = None
+    if threads > 1:  # each worker runs its students' ops on one core: better than 2-thread ops on small tensors
+        from concurrent.futures import ThreadPoolExecutor
+
+        outer_threads = torch.get_num_threads()
+        pool = ThreadPoolExecutor(threads, thread_name_prefix="lockstep", initializer=torch.set_num_threads,
+                                  initargs=(1,))
+    if wide is not None:
+        wide.to(device=device, memory_format=memory_format).train()
+        optimizers = [make_optimizer(wide, cfg)]
+    else:
+        optimizers = [make_optimizer(m, cfg) for m in models]
+    n_epochs, n_steps = total_steps(cfg, len(idx), data.n_train)
+
+    curves: list[list[tuple[int, float]]] = [[] for _ in range(k)]
+    losses: list[list[float]] = [[] for _ in range(k)]
+    diverged: list[Optional[str]] = [None] * k
+    step, images, train_seconds = 0, 0, 0.0
+    bar = tqdm(total=n_epochs, desc=desc, disable=not progress, leave=False)
+    try:
+        for epoch in range(n_epochs):
+            gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
+            t0 = time.perf_counter()
+            loss_sum = torch.zeros(k, device=device)
+            n_batches = 0
+            active = [i for i in range(k) if diverged[i] is None]
+            for batch in epoch_batches(idx, cfg.batch_size, gen):
+                if step >= n_steps:
+                    break
+                lr = cfg.lr * lr_factor(cfg, step, n_steps)
+                for opt in optimizers:
+                    for group in opt.param_groups:
+                        group["lr"] = lr
+                xb = x_train[batch]
+                if cfg.augment:
+                    xb = augment(xb, data.crop_padding, data.flip, gen)
+                xb = data.normalize(xb).contiguous(memory_format=memory_format)
+                yb = y_train[batch]
+                t_logits = []
+                if distinct_teachers:
+                    with autocast_context(device, cfg.precision), torch.no_grad():
+                        t_logits = [t(xb) for t in distinct_teachers]
+                if wide is not None:
+                    with autocast_context(device, cfg.precision):
+                        out = wide(xb.repeat(1, k, 1, 1).contiguous(memory_format=memory_format))
+                    out = out.reshape(len(xb), k, -1)
+                    per = torch.stack([losses_fns[i](out[:, i], None if teacher_slot[i] is None
+                                                     else t_logits[teacher_slot[i]], yb) for i in range(k)])
+                    optimizers[0].zero_grad(set_to_none=True)
+                    per.sum().backward()
+                    optimizers[0].step()
+                    loss_sum += per.detach()
+                else:
+                    def student_step(i: int, xb=xb, yb=yb, t_logits=t_logits) -> torch.Tensor:
+                        with autocast_context(device, cfg.precision):  # autocast state is per thread
+                            s_logits = models[i](xb)
+                        loss = losses_fns[i](s_logits, None if teacher_slot[i] is None
+                                             else t_logits[teacher_slot[i]], yb)
+                        optimizers[i].zero_grad(set_to_none=True)
+                        loss.backward()
+                        optimizers[i].step()
+                        return loss.detach()
+
+                    for i, loss in zip(active, pool.map(student_step, active) if pool else map(student_step, active)):
+                        loss_sum[i] += loss
+                n_batches += 1
+                step += 1
+                images += len(batch)
+            mean_loss = (loss_sum / max(1, n_batches)).tolist()
+            train_seconds += time.perf_counter() - t0
+            last = epoch + 1 == n_epochs
+            for i in active:
+                if not math.isfinite(mean_loss[i]):
+                    msg = f"{desc}[{i}]: loss became {mean_loss[i]} in epoch {epoch + 1} (lr={cfg.lr}); stopping"
+                    if on_diverge == "raise":
+                        raise TrainingDiverged(msg)
+                    diverged[i] = msg
+                else:
+                    losses[i].append(mean_loss[i])
+            if evaluate_test and ((epoch + 1) % cfg.eval_every == 0 or last):
+                if wide is not None:
+                    accs = _evaluate_stacked(wide, data, k, device, cfg.precision, memory_format)
+                else:
+                    accs = [evaluate(models[i], data, device, cfg.precision, cfg.channels_last)
+                            if diverged[i] is None else float("nan") for i in range(k)]
+                for i in range(k):
+                    if diverged[i] is None:
+                        curves[i].append((epoch + 1, float(accs[i])))
+                bar.set_postfix(acc=" ".join(f"{a:.1f}" for a in accs))
+            bar.update(1)
+            if all(d is not None for d in diverged):
+                break
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown()
+            torch.set_num_threads(outer_threads)  # the workers lowered torch's default for new threads
+    if wide is not None:
+        unstack_into(wide, models)
+
+    wall = time.perf_counter() - wall0
+    results = []
+    for i in range(k):
+        curve = curves[i]
+        final_acc = curve[-1][1] if curve and diverged[i] is None else float("nan")
+        best_epoch, best_acc = max(curve, key=lambda c: c[1]) if curve else (0, float("nan"))
+        extra = {"lockstep": k, "lockstep_mode": mode, "lockstep_threads": threads,
+                 "group_train_seconds": train_seconds,
+                 "group_wall_seconds": wall}
+        if diverged[i] is not None:
+            extra["diverged"] = diverged[i]
+        results.append(TrainResult(
+            final_acc=final_acc, best_acc=best_acc, best_epoch=best_epoch, curve=curve, losses=losses[i],
+            epochs=n_epochs, steps=step, train_seconds=train_seconds / k, wall_seconds=wall / k,
+            images_per_sec=images * k / max(1e-9, train_seconds), extra=extra))
+    return results
+
+
+# --------------------------------------------------------------------------------------------- grids
+def group_key(cfg) -> str:
+    """What students must share to train in lockstep: everything in the resolved run config except the loss
+    (alpha, tau, kd_loss) and the teacher (one forward per distinct teacher). Same key -> same seed, subset,
+    labels, model and recipe, hence the same batches."""
+    from .store import canonical, config_key
+
+    d = canonical(cfg.resolved())
+    for name in ("alpha", "tau", "kd_loss", "teacher", "teacher_fraction", "teacher_train", "alpha_rule"):
+        d.pop(name, None)
+    return config_key(d)
+
+
+def run_group(study, configs: Sequence, mode: str = "auto") -> list[dict]:
+    """Records of ``configs`` (all with the same ``group_key``), the unfinished ones trained together by
+    ``train_lockstep`` and written to ``study.store`` exactly as ``Study.run`` writes them (``result.extra``
+    says ``lockstep``). Finished records are read, never recomputed; every pending run is trained under its
+    store lock, so two grids never train the same run twice."""
+    from contextlib import ExitStack
+
+    if len({group_key(c) for c in configs}) > 1:
+        raise ValueError("run_group needs configs that differ only in alpha, tau, kd_loss or teacher")
+    resolved = [c.resolved() for c in configs]
+    keys = [r.key() for r in resolved]
+    records: dict[str, dict] = {k: rec for k in keys if (rec := study.store.done("runs", k)) is not None}
+    pending = sorted({k for k in keys if k not in records})
+    if not pending:
+        return [records[k] for k in keys]
+    with ExitStack() as locks:
+        for k in pending:  # sorted order: two grids taking overlapping groups cannot deadlock
+            locks.enter_context(study.store.lock("runs", k))
+        todo = []
+        for k in pending:
+            rec = study.store.done("runs", k)
+            if rec is not None:
+                records[k] = rec
+            else:
+                todo.append(resolved[keys.index(k)])
+        if todo:
+            records.update(_train_group(study, todo, mode))
+    return [records[k] for k in keys]
+
+
+def _train_group(study, runs: list, mode: str) -> dict[str, dict]:
+    """Trains the resolved ``runs`` (pending, one group) in lockstep and writes their records; key -> record."""
+    from .distill import make_kd_loss
+    from .models import build_model
+    from .store import config_key
+    from .study import TeacherConfig
+
+    r0 = runs[0]
+    out: dict[str, dict] = {}
+    try:
+        data = study.data(r0.dataset)
+        indices = study.subset(r0)
+        labels, noisy = study.labels(r0)
+    except TrainingDiverged as err:  # a scoring proxy diverged: every run of the group fails as Study.run would
+        return {r.key(): study.store.put("runs", r.key(), {"status": "failed", "config": r, "error": str(err)})
+                for r in runs}
+    teachers: dict[str, tuple] = {}  # teacher key -> (model, record): one model, so one forward per batch
+    live = []
+    for r in runs:
+        if not r.uses_teacher:
+            live.append((r, None, None))
+            continue
+        tcfg = TeacherConfig.of(r)
+        tkey = config_key(tcfg)
+        try:
+            if tkey not in teachers:
+                teachers[tkey] = study.teacher(tcfg)
+        except TrainingDiverged as err:
+            out[r.key()] = study.store.put("runs", r.key(), {"status": "failed", "config": r, "error": str(err)})
+            continue
+        live.append((r, *teachers[tkey]))
+    if not live:
+        return out
+    models = []
+    for r, _, _ in live:
+        torch.manual_seed(r.seed)  # the same initial weights as Study.run
+        models.append(build_model(r.model, data.num_classes, data.in_channels))
+    results = train_lockstep(
+        models, data, r0.train, indices=indices, labels=labels,
+        loss_fns=[make_kd_loss(r.kd_loss, r.alpha, r.tau) for r, _, _ in live],
+        teacher=[t for _, t, _ in live], seed=r0.seed, device=study.device, mode=mode, progress=study.progress,
+        desc=f"{r0.method} f={r0.fraction:g} a={','.join(f'{r.alpha:g}' for r, _, _ in live)} s={r0.seed}",
+        on_diverge="keep")
+    for (r, _, trec), res in zip(live, results):
+        if "diverged" in res.extra:
+            rec = {"status": "failed", "config": r, "error": res.extra["diverged"]}
+        else:
+            rec = study.run_record(r, res, data, indices, noisy, trec)
+        out[r.key()] = study.store.put("runs", r.key(), rec)
+    return out
