@@ -6,6 +6,7 @@ writing the executed copy to ``outputs/<profile>/<name>.ipynb`` and printing eac
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -77,6 +78,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--only", nargs="*", choices=NOTEBOOKS, help="notebooks to run (default: all with params)")
     parser.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
     args = parser.parse_args(argv)
+    # kernels inherit this: sleeping OpenMP waits keep torch fast when other processes share the cores
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     names = args.only or [n for n in NOTEBOOKS if (ROOT / "params" / args.profile / f"{n}.yaml").exists()
                           and (ROOT / "notebooks" / f"{n}.ipynb").exists()]
     t_all = time.perf_counter()
