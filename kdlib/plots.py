@@ -23,7 +23,7 @@ def save_figure(fig: matplotlib.figure.Figure, out_dir: str | Path, name: str) -
 
 def accuracy_vs_fraction(df: pd.DataFrame, value: str = "final_acc", hue: str = "method",
                          title: Optional[str] = None) -> matplotlib.figure.Figure:
-    """Test accuracy against the kept fraction, one line per ``hue``, solid with KD and dashed without;
+    """Test accuracy against the kept fraction, one line per ``hue``, solid without KD and dashed with it;
     points are means over seeds and bands one standard deviation."""
     d = df[df["status"] == "done"].copy()
     d["KD"] = d["alpha"].map(lambda a: f"KD (alpha={a:g})" if a > 0 else "no KD")
