@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .store import Store
+from .validate import check_fields
 
 AUTO = "auto"
 RULE_KINDS = ("loglinear", "logistic", "default")
@@ -84,10 +85,7 @@ class AlphaRule:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "AlphaRule":
-        allowed = set(cls.__dataclass_fields__)
-        unknown = set(d) - allowed
-        if unknown:
-            raise ValueError(f"unknown alpha rule field(s) {sorted(unknown)}; allowed: {', '.join(sorted(allowed))}")
+        check_fields(d, cls, "alpha rule field(s)")
         return cls(**dict(d))
 
 

@@ -62,7 +62,7 @@ from .models import MODELS, build_model
 from .prune import METHODS
 from .store import Store, canonical, config_key
 from .train import TrainConfig, TrainResult, TrainingDiverged, autocast_context, lr_factor, make_optimizer
-from .validate import check_fraction, check_positive, check_unit_interval
+from .validate import check_fields, check_fraction, check_positive, check_unit_interval
 
 FOLDER = "image_folder"
 IMAGENET_RECIPE = TrainConfig(epochs=90, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4,
@@ -131,10 +131,7 @@ class DistConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "DistConfig":
         """Builds a config from plain values (YAML/JSON), naming any unknown key."""
-        allowed = set(cls.__dataclass_fields__)
-        unknown = set(d) - allowed
-        if unknown:
-            raise ValueError(f"unknown run parameter(s) {sorted(unknown)}; allowed: {', '.join(sorted(allowed))}")
+        check_fields(d, cls, "run parameter(s)")
         d = dict(d)
         for name in ("train", "teacher_train"):
             if isinstance(d.get(name), Mapping):

@@ -170,15 +170,6 @@ def unstack_into(wide: nn.Module, models: Sequence[nn.Module]) -> None:
                 t.copy_(s.reshape(k, *t.shape)[m_idx] if s.dim() == t.dim() + 1 else s.chunk(k)[m_idx].view_as(t))
 
 
-def can_stack(models: Sequence[nn.Module], example: torch.Tensor) -> bool:
-    """Whether ``stack_models(models, example)`` succeeds."""
-    try:
-        stack_models(models, example)
-        return True
-    except ValueError:
-        return False
-
-
 @torch.no_grad()
 def _evaluate_stacked(wide: nn.Module, data: ImageData, k: int, device: torch.device, precision: str,
                       memory_format: torch.memory_format, batch_size: int = 1024) -> list[float]:

@@ -19,7 +19,7 @@ from .models import MODELS, build_model
 from .prune import METHODS, ProxyConfig, ScoreContext, budget
 from .store import Store, canonical, config_key
 from .train import TrainConfig, TrainingDiverged, resolve_device, train
-from .validate import check_fraction, check_positive, check_unit_interval
+from .validate import check_fields, check_fraction, check_positive, check_unit_interval
 from .alpha_rule import check_alpha, resolve_alpha
 
 
@@ -79,10 +79,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
         """Builds a config from flat parameters (as in a YAML file), naming any unknown key."""
-        allowed = set(cls.__dataclass_fields__)
-        unknown = set(d) - allowed
-        if unknown:
-            raise ValueError(f"unknown run parameter(s) {sorted(unknown)}; allowed: {', '.join(sorted(allowed))}")
+        check_fields(d, cls, "run parameter(s)")
         d = dict(d)
         for name in ("train", "teacher_train"):
             if isinstance(d.get(name), Mapping):

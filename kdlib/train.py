@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .augment import augment
 from .data import ImageData
-from .validate import check_choice, check_positive
+from .validate import check_choice, check_fields, check_positive
 
 SCHEDULES = ("step", "cosine", "onecycle", "constant")
 BUDGETS = ("epochs", "steps")
@@ -76,10 +76,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         """Builds a recipe from a plain dict, naming any unknown key."""
-        allowed = set(cls.__dataclass_fields__)
-        unknown = set(d) - allowed
-        if unknown:
-            raise ValueError(f"unknown train parameter(s) {sorted(unknown)}; allowed: {', '.join(sorted(allowed))}")
+        check_fields(d, cls, "train parameter(s)")
         d = dict(d)
         if "milestones" in d:
             d["milestones"] = tuple(d["milestones"])

@@ -42,3 +42,12 @@ def check_choice(value: str, parameter: str, allowed: Iterable[str]) -> str:
     if value not in allowed:
         raise ValueError(f"unknown {parameter} {value!r}; allowed values for {parameter!r}: {', '.join(map(str, allowed))}")
     return value
+
+
+def check_fields(values: Iterable[str], config: type, what: str) -> None:
+    """Every key in ``values`` must be a field of the dataclass ``config``; else a ValueError naming the unknown
+    keys and the allowed ones (``what`` says which kind of parameter, e.g. 'train')."""
+    allowed = set(config.__dataclass_fields__)
+    unknown = set(values) - allowed
+    if unknown:
+        raise ValueError(f"unknown {what} {sorted(unknown)}; allowed: {', '.join(sorted(allowed))}")

@@ -10,6 +10,7 @@ import torch
 from ..data import ImageData
 from ..registry import Registry
 from ..train import TrainConfig
+from ..validate import check_fields
 
 KEEPS = ("random", "hardest", "easiest", "stratified", "diverse", "representative")
 
@@ -46,10 +47,7 @@ class ProxyConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ProxyConfig":
-        allowed = set(cls.__dataclass_fields__)
-        unknown = set(d) - allowed
-        if unknown:
-            raise ValueError(f"unknown proxy parameter(s) {sorted(unknown)}; allowed: {', '.join(sorted(allowed))}")
+        check_fields(d, cls, "proxy parameter(s)")
         d = dict(d)
         if isinstance(d.get("train"), dict):
             d["train"] = TrainConfig.from_dict(d["train"])
