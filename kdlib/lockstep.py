@@ -36,7 +36,8 @@ from tqdm.auto import tqdm
 from .augment import augment
 from .data import ImageData
 from .train import (LossFn, TrainConfig, TrainingDiverged, TrainResult, autocast_context, epoch_batches,
-                    evaluate, inference_copy, lr_factor, make_optimizer, resolve_device, total_steps)
+                    evaluate, inference_copy, lr_factor, make_optimizer, resolve_device, total_steps,
+                    training_tensors)
 from .validate import check_choice
 
 MODES = ("auto", "loop", "stacked")
@@ -232,12 +233,7 @@ def train_lockstep(
 
     wall0 = time.perf_counter()
     device = resolve_device(device)
-    idx = torch.arange(data.n_train) if indices is None else torch.as_tensor(np.asarray(indices), dtype=torch.long)
-    if len(idx) < 2:
-        raise ValueError(f"need at least 2 training samples, got {len(idx)}")
-    x_train = data.x_train.to(device)
-    y_train = (data.y_train if labels is None else labels).to(device)
-    idx = idx.to(device)
+    idx, x_train, y_train = training_tensors(data, indices, labels, device)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     for m in models:
         m.to(device=device, memory_format=memory_format).train()

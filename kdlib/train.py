@@ -220,6 +220,18 @@ def evaluate(model: nn.Module, data: ImageData, device: str | torch.device = "au
     return 100.0 * (logits.argmax(1) == data.y_test).float().mean().item()
 
 
+def training_tensors(data: ImageData, indices: Optional[Sequence[int] | np.ndarray],
+                     labels: Optional[torch.Tensor], device: torch.device
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(kept indices, uint8 images, labels) on ``device``: ``indices`` default to every training sample and
+    ``labels`` (e.g. noisy ones) to ``data.y_train``; fewer than 2 samples is an error (BatchNorm)."""
+    idx = torch.arange(data.n_train) if indices is None else torch.as_tensor(np.asarray(indices), dtype=torch.long)
+    if len(idx) < 2:
+        raise ValueError(f"need at least 2 training samples, got {len(idx)}")
+    y = data.y_train if labels is None else labels
+    return idx.to(device), data.x_train.to(device), y.to(device)
+
+
 LossFn = Callable[[torch.Tensor, Optional[torch.Tensor], torch.Tensor], torch.Tensor]
 EpochHook = Callable[[int, nn.Module], None]
 
@@ -253,12 +265,7 @@ def train(
     wall0 = time.perf_counter()
     device = resolve_device(device)
     loss_fn = loss_fn or (lambda s, t, y: kd_loss(s, t, y, 0.0))
-    idx = torch.arange(data.n_train) if indices is None else torch.as_tensor(np.asarray(indices), dtype=torch.long)
-    if len(idx) < 2:
-        raise ValueError(f"need at least 2 training samples, got {len(idx)}")
-    x_train = data.x_train.to(device)
-    y_train = (data.y_train if labels is None else labels).to(device)
-    idx = idx.to(device)
+    idx, x_train, y_train = training_tensors(data, indices, labels, device)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=memory_format).train()
     if teacher is not None:  # BatchNorm folded into the convolutions: a cheaper teacher forward, same outputs
