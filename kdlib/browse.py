@@ -3,13 +3,14 @@
 ``ResultsBrowser(store_or_frame)`` builds one multi-select per filter column (dataset, model, method, fraction,
 alpha, teacher, teacher_fraction, label_noise, seed; an empty selection means "all"), drop-downs for the plotted
 value, the line colour (``hue``) and the table kind, a plot (test accuracy against the kept fraction, mean and
-standard deviation over seeds) in an ``Output`` widget and a table in an ``HTML`` widget. Any change of a widget
+standard deviation over seeds) as a PNG in an ``Image`` widget and a table in an ``HTML`` widget. Any change of a widget
 value redraws both. It is usable headless: set ``browser.widgets[name].value`` and read ``filtered()``,
 ``plotted`` (the rows last drawn) and ``table`` (the frame last shown). Filter values are labels: numbers as
 ``f"{v:g}"`` (``"0.1"``), missing values (no teacher) as ``"none"``.
 """
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import Optional, Sequence
@@ -73,7 +74,10 @@ class ResultsBrowser:
         w["table_kind"] = W.ToggleButtons(options=["summary", "runs"], value="summary", description="table")
         w["reload"] = W.Button(description="reload store", disabled=isinstance(source, pd.DataFrame))
         w["count"] = W.HTML()
-        w["plot"] = W.Output()
+        # an Image, not an Output widget: headless runners (nbclient) mimic Output widgets by sending comm messages
+        # on the shell channel, which can swallow the cell's execute reply and stall papermill (nbclient #312)
+        w["plot"] = W.Image(format="png", layout=W.Layout(max_width="100%"))
+        w["message"] = W.HTML()
         w["table"] = W.HTML()
         self.widgets = w
         for name in self.filters + ["hue", "value", "table_kind"]:
@@ -132,8 +136,6 @@ class ResultsBrowser:
 
     def update(self) -> None:
         """Recomputes the filtered records and redraws the plot and the table."""
-        from IPython.display import clear_output, display
-
         f = self.filtered()
         value = self.widgets["value"].value
         hue = self.widgets["hue"].value
@@ -143,17 +145,17 @@ class ResultsBrowser:
         self.widgets["count"].value = (f"<b>{len(f)}</b> of {len(self.df)} runs match ({n_done} finished, "
                                        f"{len(f) - n_done} failed); {len(self.plotted)} plotted")
         self.widgets["table"].value = self._html(self.table)
-        with self.widgets["plot"]:
-            clear_output(wait=True)
-            if self.figure is not None:
-                plt.close(self.figure)
-                self.figure = None
-            if self.plotted.empty:
-                print("no finished runs match the filters")
-            else:
-                self.figure = self._draw(self.plotted, value, hue)
-                display(self.figure)
-                plt.close(self.figure)
+        self.figure = None
+        if self.plotted.empty:
+            self.widgets["message"].value = "no finished runs match the filters"
+            self.widgets["plot"].value = b""
+        else:
+            self.widgets["message"].value = ""
+            self.figure = self._draw(self.plotted, value, hue)
+            png = io.BytesIO()
+            self.figure.savefig(png, format="png", dpi=100)
+            plt.close(self.figure)
+            self.widgets["plot"].value = png.getvalue()
 
     def _table(self, f: pd.DataFrame, value: str) -> pd.DataFrame:
         if self.widgets["table_kind"].value == "runs":
@@ -205,8 +207,8 @@ class ResultsBrowser:
         filters = W.HBox([w[c] for c in self.filters], layout=W.Layout(flex_flow="row wrap"))
         controls = W.HBox([w["value"], w["hue"], w["table_kind"], w["reload"]])
         table = W.Box([w["table"]], layout=W.Layout(max_height="420px", overflow="auto", width="48%"))
-        return W.VBox([filters, controls, w["count"], W.HBox([W.Box([w["plot"]], layout=W.Layout(width="52%")),
-                                                              table])])
+        plot = W.VBox([w["message"], w["plot"]], layout=W.Layout(width="52%"))
+        return W.VBox([filters, controls, w["count"], W.HBox([plot, table])])
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

@@ -53,8 +53,11 @@ def notebook_parameters(notebook: str | Path) -> list[str]:
 
 
 def execute(name: str, profile: str, overrides: Optional[dict] = None, output: Optional[Path] = None,
-            params_file: Optional[Path] = None, log_output: bool = False) -> Path:
-    """Runs ``notebooks/<name>.ipynb`` with the profile's parameters (plus ``overrides``); returns the output."""
+            params_file: Optional[Path] = None, log_output: bool = False,
+            cell_timeout: Optional[int] = None) -> Path:
+    """Runs ``notebooks/<name>.ipynb`` with the profile's parameters (plus ``overrides``); returns the output.
+
+    ``cell_timeout`` (seconds, default none) fails a cell that runs longer, instead of waiting forever."""
     import papermill as pm
 
     notebook = ROOT / "notebooks" / f"{name}.ipynb"
@@ -68,7 +71,7 @@ def execute(name: str, profile: str, overrides: Optional[dict] = None, output: O
     output = output or ROOT / "outputs" / profile / f"{name}.ipynb"
     output.parent.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook(str(notebook), str(output), parameters=params, kernel_name="python3", cwd=str(ROOT),
-                        log_output=log_output, progress_bar=False)
+                        log_output=log_output, progress_bar=False, execution_timeout=cell_timeout)
     return output
 
 

@@ -34,6 +34,7 @@ def test_widgets_exist_and_everything_shows_by_default():
     assert b.widgets["teacher"].options == ("none", "convnet")
     assert len(b.filtered()) == 49 and len(b.plotted) == 48  # the failed run is listed, not drawn
     assert b.figure is not None
+    assert bytes(b.widgets["plot"].value).startswith(b"\x89PNG")  # drawn into an Image widget, not an Output widget
     assert b.table["n"].sum() == 48
     assert "48 plotted" in b.widgets["count"].value
 
@@ -67,6 +68,7 @@ def test_no_match_clears_plot_and_table():
     b.widgets["alpha"].value = ("0.5",)
     b.widgets["teacher"].value = ("none",)
     assert b.filtered().empty and b.plotted.empty and b.table.empty and b.figure is None
+    assert bytes(b.widgets["plot"].value) == b"" and "no finished runs" in b.widgets["message"].value
 
 
 def test_runs_table_hue_and_value_switch():
