@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import matplotlib.pyplot as plt
 import pandas as pd

@@ -61,8 +61,9 @@ from .imagenet import FolderData, load_folder_data, subset_indices
 from .models import MODELS, build_model
 from .prune import METHODS
 from .store import Store, canonical, config_key
-from .train import TrainConfig, TrainResult, TrainingDiverged, autocast_context, lr_factor, make_optimizer
-from .validate import check_fields, check_fraction, check_positive, check_unit_interval
+from .train import (TrainConfig, TrainResult, TrainingDiverged, autocast_context, kd_step, lr_factor, make_optimizer,
+                    make_scaler)
+from .validate import check_fraction, check_positive, check_unit_interval, from_plain
 
 FOLDER = "image_folder"
 IMAGENET_RECIPE = TrainConfig(epochs=90, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4,
@@ -131,14 +132,9 @@ class DistConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "DistConfig":
         """Builds a config from plain values (YAML/JSON), naming any unknown key."""
-        check_fields(d, cls, "run parameter(s)")
-        d = dict(d)
-        for name in ("train", "teacher_train"):
-            if isinstance(d.get(name), Mapping):
-                d[name] = TrainConfig.from_dict(d[name])
         if d.get("crop_scale") is not None:
-            d["crop_scale"] = tuple(d["crop_scale"])
-        return cls(**d)
+            d = {**d, "crop_scale": tuple(d["crop_scale"])}
+        return from_plain(cls, d, {"train": TrainConfig, "teacher_train": TrainConfig})
 
     def to_dict(self) -> dict:
         """Plain values (for a config file); ``from_dict(to_dict())`` gives an equal config."""
@@ -405,7 +401,7 @@ def _train_loop(cfg: DistConfig, ctx: Dist, src: Batches, store: Store, key: str
     if teacher is not None:
         teacher.to(device=ctx.device, memory_format=memory_format).eval()
     optimizer = make_optimizer(model, tc)
-    scaler = torch.amp.GradScaler("cuda", enabled=ctx.device.type == "cuda" and tc.precision == "fp16")
+    scaler = make_scaler(ctx.device, tc.precision)
     loss_fn = make_kd_loss(cfg.kd_loss, cfg.alpha, cfg.tau)
     stream = src.trainer(indices, tc.batch_size, cfg.seed, tc.augment)
     n_epochs = tc.epochs
@@ -435,18 +431,7 @@ def _train_loop(cfg: DistConfig, ctx: Dist, src: Batches, store: Store, key: str
             for group in optimizer.param_groups:
                 group["lr"] = tc.lr * lr_factor(tc, state["step"], n_steps)
             x = src.normalize(x).contiguous(memory_format=memory_format)
-            with autocast_context(ctx.device, tc.precision):
-                t_logits = None
-                if teacher is not None:
-                    with torch.no_grad():
-                        t_logits = teacher(x)
-                s_logits = net(x)
-            loss = loss_fn(s_logits, t_logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            loss_sum[0] += loss.detach()
+            loss_sum[0] += kd_step(net, teacher, x, y, loss_fn, optimizer, scaler, ctx.device, tc.precision)
             loss_sum[1] += 1
             state["step"] += 1
             state["images"] += len(y) * ctx.world

@@ -36,17 +36,22 @@ def accuracy_vs_fraction(df: pd.DataFrame, value: str = "final_acc", hue: str = 
     ax.minorticks_off()
     ax.set_xlabel("fraction of training data kept (f)")
     ax.set_ylabel("test accuracy (%)" + (" [final epoch]" if value == "final_acc" else ""))
-    ax.grid(alpha=0.3)
-    if title:
-        ax.set_title(title)
-    ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, title)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Studies: KD weight against the kept fraction, teacher capacity, teacher data fraction, label noise
 # ---------------------------------------------------------------------------------------------------------------
+
+def _finish(fig: matplotlib.figure.Figure, ax: matplotlib.axes.Axes, title: Optional[str]) -> matplotlib.figure.Figure:
+    """The common finish of a one-panel figure: a light grid, the legend outside on the right, the title."""
+    ax.grid(alpha=0.3)
+    ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
 def _log_fraction_axis(ax: matplotlib.axes.Axes, fractions, label: str = "fraction of training data kept (f)") -> None:
     fr = sorted(set(float(f) for f in fractions))
     ax.set_xscale("log")
@@ -117,12 +122,7 @@ def best_alpha_vs_fraction(best: pd.DataFrame, rules: Optional[dict] = None, def
     _log_fraction_axis(ax, fr)
     ax.set_ylim(-0.05, 1.05)
     ax.set_ylabel("best alpha")
-    ax.grid(alpha=0.3)
-    ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, title)
 
 
 def accuracy_vs_alpha(df: pd.DataFrame, value: str = "final_acc", hue: str = "method", col: str = "fraction",
@@ -202,9 +202,4 @@ def noisy_share_vs_fraction(share: pd.DataFrame, noise_rate: float, title: Optio
     _log_fraction_axis(ax, share["fraction"].unique())
     ax.set_ylabel("share of kept samples with a corrupted label")
     ax.set_ylim(0, min(1.0, max(share["share"].max(), noise_rate) * 1.15 + 0.02))
-    ax.grid(alpha=0.3)
-    ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, title)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
-import traceback
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
@@ -19,7 +18,7 @@ from .models import MODELS, build_model
 from .prune import METHODS, ProxyConfig, ScoreContext, budget
 from .store import Store, canonical, config_key
 from .train import TrainConfig, TrainingDiverged, resolve_device, train
-from .validate import check_fields, check_fraction, check_positive, check_unit_interval
+from .validate import check_fraction, check_positive, check_unit_interval, from_plain
 from .alpha_rule import check_alpha, resolve_alpha
 
 
@@ -79,14 +78,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
         """Builds a config from flat parameters (as in a YAML file), naming any unknown key."""
-        check_fields(d, cls, "run parameter(s)")
-        d = dict(d)
-        for name in ("train", "teacher_train"):
-            if isinstance(d.get(name), Mapping):
-                d[name] = TrainConfig.from_dict(d[name])
-        if isinstance(d.get("proxy"), Mapping):
-            d["proxy"] = ProxyConfig.from_dict(d["proxy"])
-        return cls(**d)
+        return from_plain(cls, d, {"train": TrainConfig, "teacher_train": TrainConfig, "proxy": ProxyConfig})
 
     @property
     def uses_teacher(self) -> bool:

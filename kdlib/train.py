@@ -122,6 +122,30 @@ def autocast_context(device: torch.device, precision: str):
     return nullcontext()
 
 
+
+def make_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
+    """A loss scaler, enabled only for fp16 on CUDA (bf16 and fp32 need none; disabled it is a pass-through)."""
+    return torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and precision == "fp16")
+
+
+def kd_step(model: nn.Module, teacher: Optional[nn.Module], x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn,
+            optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, device: torch.device,
+            precision: str) -> torch.Tensor:
+    """One optimiser step on a batch: the teacher's forward (when given, without gradients), the student's, the
+    loss, backward and the update; returns the detached loss."""
+    with autocast_context(device, precision):
+        t_logits = None
+        if teacher is not None:
+            with torch.no_grad():
+                t_logits = teacher(x)
+        s_logits = model(x)
+    loss = loss_fn(s_logits, t_logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
+
 def total_steps(cfg: TrainConfig, n_subset: int, n_full: int) -> tuple[int, int]:
     """(epochs over the subset, optimiser steps) under the recipe's budget rule and ``min_steps`` floor."""
     steps_per_epoch = max(1, math.ceil(n_subset / cfg.batch_size))
@@ -271,6 +295,7 @@ def train(
     if teacher is not None:  # BatchNorm folded into the convolutions: a cheaper teacher forward, same outputs
         teacher = inference_copy(teacher.to(device=device, memory_format=memory_format), memory_format)
     optimizer = make_optimizer(model, cfg)
+    scaler = make_scaler(device, cfg.precision)
     n_epochs, n_steps = total_steps(cfg, len(idx), data.n_train)
 
     state = {"epoch": 0, "step": 0, "curve": [], "losses": [], "train_seconds": 0.0, "images": 0}
@@ -297,17 +322,7 @@ def train(
                 xb = augment(xb, data.crop_padding, data.flip, gen)
             xb = data.normalize(xb).contiguous(memory_format=memory_format)
             yb = y_train[batch]
-            with autocast_context(device, cfg.precision):
-                t_logits = None
-                if teacher is not None:
-                    with torch.no_grad():
-                        t_logits = teacher(xb)
-                s_logits = model(xb)
-            loss = loss_fn(s_logits, t_logits, yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach()
+            loss_sum += kd_step(model, teacher, xb, yb, loss_fn, optimizer, scaler, device, cfg.precision)
             n_batches += 1
             state["step"] = step + 1
             state["images"] += len(batch)

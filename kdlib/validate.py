@@ -1,7 +1,7 @@
 """Parameter checks that fail at once with a message naming the parameter and the allowed values."""
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable, Mapping
 
 
 def check_fraction(value: float, parameter: str = "fraction") -> float:
@@ -51,3 +51,14 @@ def check_fields(values: Iterable[str], config: type, what: str) -> None:
     unknown = set(values) - allowed
     if unknown:
         raise ValueError(f"unknown {what} {sorted(unknown)}; allowed: {', '.join(sorted(allowed))}")
+
+
+def from_plain(config: type, values: Mapping[str, Any], nested: Mapping[str, type], what: str = "run parameter(s)"):
+    """``config(**values)`` from plain values (YAML/JSON): unknown keys are named (``check_fields``) and each
+    mapping under a key of ``nested`` becomes that dataclass through its own ``from_dict``."""
+    check_fields(values, config, what)
+    d = dict(values)
+    for name, sub in nested.items():
+        if isinstance(d.get(name), Mapping):
+            d[name] = sub.from_dict(d[name])
+    return config(**d)

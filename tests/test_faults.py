@@ -227,7 +227,7 @@ def test_diverging_runs_are_failed_records_and_the_grid_completes(tmp_path):
     df = run_grid([good[0], bad_student, bad_teacher, good[1]], tmp_path, progress=False)
     assert df.status.tolist() == ["done", "failed", "failed", "done"]
     assert df.final_acc.notna().tolist() == [True, False, False, True]
-    assert df.error[1] == f"random f=0.3 a=0 s=1: loss became nan in epoch 1 (lr=1000000.0); stopping"
+    assert df.error[1] == "random f=0.3 a=0 s=1: loss became nan in epoch 1 (lr=1000000.0); stopping"
     assert df.error[2] == "teacher convnet_small: loss became nan in epoch 1 (lr=1000000.0); stopping"
     rec = Store(tmp_path).get("runs", bad_student.key())
     assert rec["status"] == "failed" and "loss became nan" in rec["error"]

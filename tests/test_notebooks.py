@@ -1,5 +1,4 @@
 """Every notebook runs end to end through papermill with tiny parameters (tests/notebook_params/<name>.yaml)."""
-from pathlib import Path
 
 import pytest
 
