@@ -62,7 +62,7 @@ from .models import MODELS, build_model
 from .prune import METHODS
 from .store import Store, canonical, config_key
 from .train import (TrainConfig, TrainResult, TrainingDiverged, autocast_context, kd_step, lr_factor, make_optimizer,
-                    make_scaler)
+                    make_scaler, total_steps)
 from .validate import check_fraction, check_positive, check_unit_interval, from_plain
 
 FOLDER = "image_folder"
@@ -404,11 +404,7 @@ def _train_loop(cfg: DistConfig, ctx: Dist, src: Batches, store: Store, key: str
     scaler = make_scaler(ctx.device, tc.precision)
     loss_fn = make_kd_loss(cfg.kd_loss, cfg.alpha, cfg.tau)
     stream = src.trainer(indices, tc.batch_size, cfg.seed, tc.augment)
-    n_epochs = tc.epochs
-    if tc.budget == "steps":  # as many optimiser steps as `epochs` passes over the full data
-        full_steps = tc.epochs * max(1, src.n_full // tc.batch_size)
-        n_epochs = max(1, math.ceil(full_steps / stream.steps_per_epoch))
-    n_steps = n_epochs * stream.steps_per_epoch
+    n_epochs, n_steps = total_steps(tc, len(indices), src.n_full, stream.steps_per_epoch)
 
     ckpt = store.path("checkpoints", key, ".pt")
     state = {"epoch": 0, "step": 0, "curve": [], "losses": [], "train_seconds": 0.0, "eval_seconds": 0.0,

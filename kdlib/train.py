@@ -146,9 +146,13 @@ def kd_step(model: nn.Module, teacher: Optional[nn.Module], x: torch.Tensor, y: 
     scaler.update()
     return loss.detach()
 
-def total_steps(cfg: TrainConfig, n_subset: int, n_full: int) -> tuple[int, int]:
-    """(epochs over the subset, optimiser steps) under the recipe's budget rule and ``min_steps`` floor."""
-    steps_per_epoch = max(1, math.ceil(n_subset / cfg.batch_size))
+def total_steps(cfg: TrainConfig, n_subset: int, n_full: int,
+                steps_per_epoch: Optional[int] = None) -> tuple[int, int]:
+    """(epochs over the subset, optimiser steps) under the recipe's budget rule and ``min_steps`` floor.
+
+    ``steps_per_epoch`` defaults to ``ceil(n_subset / batch_size)`` (a loader that drops the last batch passes its own).
+    """
+    steps_per_epoch = steps_per_epoch or max(1, math.ceil(n_subset / cfg.batch_size))
     if cfg.budget == "epochs":
         epochs, steps = cfg.epochs, cfg.epochs * steps_per_epoch
     else:

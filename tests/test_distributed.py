@@ -82,6 +82,16 @@ def test_in_process_run_writes_one_record_and_is_not_recomputed(tmp_path):
     assert not list((tmp_path / "store" / "checkpoints").glob("*"))
 
 
+@pytest.mark.parametrize("train, epochs, steps", [
+    ({"min_steps": 50}, 3, 3 * (718 // 32)),              # the floor: 22 steps per epoch, 1 epoch is too few
+    ({"budget": "steps"}, 3, 3 * (718 // 32)),            # the full data's 45 steps over a half subset
+])
+def test_in_process_run_follows_the_recipes_budget(tmp_path, train, epochs, steps):
+    cfg = DistConfig.from_dict({**TINY, "fraction": 0.5, "train": {**TINY["train"], **train}})
+    res = train_distributed(cfg, Store(tmp_path), progress=False, device="cpu")["result"]
+    assert (res["epochs"], res["steps"]) == (epochs, steps)
+
+
 def test_teacher_checkpoint_in_torchvision_format(tmp_path):
     import torchvision
 
