@@ -2,10 +2,14 @@
 
 ``python -m kdlib.notebooks --profile quick`` runs every notebook that has ``params/<profile>/<name>.yaml``,
 writing the executed copy to ``outputs/<profile>/<name>.ipynb`` and printing each wall time and the total.
+A notebook whose inputs (the notebook, its parameter file, kdlib's source and, for the results browser, the
+store's list of records) are unchanged since its last successful run is skipped; ``--force`` re-runs it. Every
+run, teacher and score is cached in the store anyway: a re-run recomputes nothing, it only redraws.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -17,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ("theory_toy", "pruning_sweep", "alpha_vs_factor", "teacher_capacity", "teacher_fraction",
              "noisy_labels", "imagenet", "browse_results")
 PROFILES = ("quick", "cpu", "paper")
+READS_WHOLE_STORE = ("browse_results",)  # notebooks whose output depends on every record in the store
 
 
 def output_dir(profile: str, out_dir: Optional[str] = None, name: Optional[str] = None) -> Path:
@@ -75,22 +80,56 @@ def execute(name: str, profile: str, overrides: Optional[dict] = None, output: O
     return output
 
 
+def fingerprint(name: str, params_file: Path, store: Optional[Path] = None) -> str:
+    """sha256 of what an executed notebook depends on: the notebook, its parameter file, kdlib's source files and,
+    when ``store`` is given, the names and sizes of the store's records."""
+    h = hashlib.sha256()
+    for path in [ROOT / "notebooks" / f"{name}.ipynb", Path(params_file), *sorted((ROOT / "kdlib").rglob("*.py"))]:
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    if store is not None and Path(store).exists():
+        for rec in sorted(Path(store).glob("*/*.json")):
+            h.update(f"{rec.parent.name}/{rec.name}:{rec.stat().st_size}".encode())
+    return h.hexdigest()
+
+
+def run_study(profile: str, names: Optional[Sequence[str]] = None, force: bool = False, log_output: bool = False,
+              outputs: Path = ROOT / "outputs") -> dict[str, str]:
+    """Runs the profile's notebooks in order (default: all with a parameter file), skipping those that are up to
+    date unless ``force``; prints each wall time and the total, and returns name -> 'ran' or 'up to date'."""
+    names = names or [n for n in NOTEBOOKS if (ROOT / "params" / profile / f"{n}.yaml").exists()
+                      and (ROOT / "notebooks" / f"{n}.ipynb").exists()]
+    stamps = outputs / profile / ".fingerprints"
+    done: dict[str, str] = {}
+    t_all = time.perf_counter()
+    for name in names:
+        params_file = ROOT / "params" / profile / f"{name}.yaml"
+        output = outputs / profile / f"{name}.ipynb"
+        store = store_dir(profile, load_params(params_file).get("store")) if name in READS_WHOLE_STORE else None
+        stamp = stamps / name
+        if not force and output.exists() and stamp.exists() and stamp.read_text() == fingerprint(name, params_file, store):
+            print(f"{name:18s}   up to date (inputs unchanged since its last run; --force re-runs it)", flush=True)
+            done[name] = "up to date"
+            continue
+        t0 = time.perf_counter()
+        execute(name, profile, output=output, params_file=params_file, log_output=log_output)
+        stamps.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(fingerprint(name, params_file, store))  # after a successful run only
+        done[name] = "ran"
+        print(f"{name:18s} {time.perf_counter() - t0:7.1f} s  -> {output}", flush=True)
+    print(f"{profile} study: {len(names)} notebooks in {time.perf_counter() - t_all:.1f} s wall time", flush=True)
+    return done
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--profile", default="quick", choices=PROFILES)
     parser.add_argument("--only", nargs="*", choices=NOTEBOOKS, help="notebooks to run (default: all with params)")
+    parser.add_argument("--force", action="store_true", help="re-run notebooks whose inputs are unchanged")
     parser.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
     args = parser.parse_args(argv)
     # kernels inherit this: sleeping OpenMP waits keep torch fast when other processes share the cores
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    names = args.only or [n for n in NOTEBOOKS if (ROOT / "params" / args.profile / f"{n}.yaml").exists()
-                          and (ROOT / "notebooks" / f"{n}.ipynb").exists()]
-    t_all = time.perf_counter()
-    for name in names:
-        t0 = time.perf_counter()
-        out = execute(name, args.profile, log_output=args.log_output)
-        print(f"{name:18s} {time.perf_counter() - t0:7.1f} s  -> {out.relative_to(ROOT)}", flush=True)
-    print(f"{args.profile} study: {len(names)} notebooks in {time.perf_counter() - t_all:.1f} s wall time", flush=True)
+    run_study(args.profile, args.only, force=args.force, log_output=args.log_output)
 
 
 if __name__ == "__main__":

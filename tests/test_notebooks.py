@@ -61,3 +61,41 @@ def test_bad_parameter_file_is_named(tmp_path):
     bad.write_text("fractoins: [0.1]\n")
     with pytest.raises(ValueError, match="unknown parameter.*fractoins.*allowed"):
         execute("pruning_sweep", "quick", params_file=bad, output=tmp_path / "x.ipynb")
+
+
+def test_study_skips_notebooks_whose_inputs_are_unchanged(tmp_path, monkeypatch):
+    import kdlib.notebooks as nbs
+
+    ran = []
+
+    def fake_execute(name, profile, output=None, params_file=None, log_output=False):
+        ran.append(name)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text("{}")
+        return output
+
+    monkeypatch.setattr(nbs, "execute", fake_execute)
+    names = ["theory_toy", "pruning_sweep"]
+    assert nbs.run_study("quick", names, outputs=tmp_path) == {n: "ran" for n in names}
+    assert nbs.run_study("quick", names, outputs=tmp_path) == {n: "up to date" for n in names}
+    assert nbs.run_study("quick", names[:1], force=True, outputs=tmp_path) == {"theory_toy": "ran"}
+    (tmp_path / "quick" / "pruning_sweep.ipynb").unlink()  # a missing output is re-made
+    assert nbs.run_study("quick", names, outputs=tmp_path) == {"theory_toy": "up to date", "pruning_sweep": "ran"}
+    assert ran == ["theory_toy", "pruning_sweep", "theory_toy", "pruning_sweep"]
+
+
+def test_fingerprint_follows_inputs_and_the_browsers_store(tmp_path):
+    from kdlib.notebooks import fingerprint
+
+    params = tmp_path / "p.yaml"
+    params.write_text("hue: method\n")
+    store = tmp_path / "store"
+    base = fingerprint("browse_results", params, store)
+    assert fingerprint("browse_results", params, store) == base
+    params.write_text("hue: alpha\n")
+    assert fingerprint("browse_results", params, store) != base
+    (store / "runs").mkdir(parents=True)
+    before = fingerprint("browse_results", params, store)
+    (store / "runs" / "abc.json").write_text("{}")
+    assert fingerprint("browse_results", params, store) != before
+    assert fingerprint("browse_results", params) == fingerprint("browse_results", params, tmp_path / "none")
