@@ -106,14 +106,15 @@ def run_study(profile: str, names: Optional[Sequence[str]] = None, force: bool =
         output = outputs / profile / f"{name}.ipynb"
         store = store_dir(profile, load_params(params_file).get("store")) if name in READS_WHOLE_STORE else None
         stamp = stamps / name
-        if not force and output.exists() and stamp.exists() and stamp.read_text() == fingerprint(name, params_file, store):
+        inputs = fingerprint(name, params_file, store)  # of the inputs this run reads
+        if not force and output.exists() and stamp.exists() and stamp.read_text() == inputs:
             print(f"{name:18s}   up to date (inputs unchanged since its last run; --force re-runs it)", flush=True)
             done[name] = "up to date"
             continue
         t0 = time.perf_counter()
         execute(name, profile, output=output, params_file=params_file, log_output=log_output)
         stamps.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(fingerprint(name, params_file, store))  # after a successful run only
+        stamp.write_text(inputs)  # after a successful run only
         done[name] = "ran"
         print(f"{name:18s} {time.perf_counter() - t0:7.1f} s  -> {output}", flush=True)
     print(f"{profile} study: {len(names)} notebooks in {time.perf_counter() - t_all:.1f} s wall time", flush=True)

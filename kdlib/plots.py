@@ -39,10 +39,6 @@ def accuracy_vs_fraction(df: pd.DataFrame, value: str = "final_acc", hue: str = 
     return _finish(fig, ax, title)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Studies: KD weight against the kept fraction, teacher capacity, teacher data fraction, label noise
-# ---------------------------------------------------------------------------------------------------------------
-
 def _finish(fig: matplotlib.figure.Figure, ax: matplotlib.axes.Axes, title: Optional[str]) -> matplotlib.figure.Figure:
     """The common finish of a one-panel figure: a light grid, the legend outside on the right, the title."""
     ax.grid(alpha=0.3)
@@ -52,6 +48,10 @@ def _finish(fig: matplotlib.figure.Figure, ax: matplotlib.axes.Axes, title: Opti
     fig.tight_layout()
     return fig
 
+
+# ---------------------------------------------------------------------------------------------------------------
+# Studies: KD weight against the kept fraction, teacher capacity, teacher data fraction, label noise
+# ---------------------------------------------------------------------------------------------------------------
 def _log_fraction_axis(ax: matplotlib.axes.Axes, fractions, label: str = "fraction of training data kept (f)") -> None:
     fr = sorted(set(float(f) for f in fractions))
     ax.set_xscale("log")

@@ -122,7 +122,6 @@ def autocast_context(device: torch.device, precision: str):
     return nullcontext()
 
 
-
 def make_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
     """A loss scaler, enabled only for fp16 on CUDA (bf16 and fp32 need none; disabled it is a pass-through)."""
     return torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and precision == "fp16")
@@ -145,6 +144,7 @@ def kd_step(model: nn.Module, teacher: Optional[nn.Module], x: torch.Tensor, y: 
     scaler.step(optimizer)
     scaler.update()
     return loss.detach()
+
 
 def total_steps(cfg: TrainConfig, n_subset: int, n_full: int,
                 steps_per_epoch: Optional[int] = None) -> tuple[int, int]:
@@ -307,6 +307,8 @@ def train(
         saved = torch.load(checkpoint, map_location=device, weights_only=False)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
+        if "scaler" in saved:  # the fp16 loss scale goes on from where it was, as in the DDP loop
+            scaler.load_state_dict(saved["scaler"])
         state = saved["state"]
 
     bar = tqdm(total=n_epochs, initial=state["epoch"], desc=desc, disable=not progress, leave=False)
@@ -346,7 +348,8 @@ def train(
             epoch_hook(epoch + 1, model)
         if checkpoint is not None and not last:
             tmp = Path(checkpoint).with_suffix(".tmp")
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state}, tmp)
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scaler": scaler.state_dict(), "state": state}, tmp)
             tmp.replace(checkpoint)
         bar.update(1)
     bar.close()

@@ -117,3 +117,36 @@ def test_budget_rules_and_min_steps():
     assert total_steps(floor, 6400, 6400) == (10, 1000)                  # no effect above the floor
     with pytest.raises(ValueError, match="min_steps"):
         TrainConfig(min_steps=-1)
+
+
+def test_train_resumes_from_its_checkpoint_exactly(tmp_path):
+    """An interrupted train() resumes from its per-epoch checkpoint (model, optimizer, loss scaler, counters) and
+    ends where an uninterrupted run ends."""
+    import torch
+
+    from kdlib.data import load_dataset
+    from kdlib.models import build_model
+    from kdlib.train import train
+
+    torch.set_num_threads(1)
+    data = load_dataset("digits")
+    cfg = TrainConfig(epochs=3, batch_size=64, lr=0.05, precision="fp32")
+
+    def run(**kw):
+        torch.manual_seed(0)
+        return train(build_model("convnet_small", 10, 1), data, cfg, seed=0, progress=False, **kw)
+
+    whole = run()
+    ckpt = tmp_path / "run.pt"
+
+    def stop_in_second(epoch, model):  # the hook runs before the epoch's checkpoint: epoch 1 is saved, 2 is not
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(checkpoint=ckpt, epoch_hook=stop_in_second)
+    saved = torch.load(ckpt, weights_only=False)
+    assert set(saved) == {"model", "optimizer", "scaler", "state"} and saved["state"]["epoch"] == 1
+    resumed = run(checkpoint=ckpt)
+    assert resumed.final_acc == whole.final_acc and resumed.losses == whole.losses
+    assert not ckpt.exists()  # removed once the run is done
