@@ -17,6 +17,8 @@ from typing import Any, Optional, Sequence
 
 import yaml
 
+from .validate import check_positive
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ("theory_toy", "pruning_sweep", "alpha_vs_factor", "teacher_capacity", "teacher_fraction",
              "noisy_labels", "imagenet", "browse_results")
@@ -65,6 +67,8 @@ def execute(name: str, profile: str, overrides: Optional[dict] = None, output: O
     ``cell_timeout`` (seconds, default none) fails a cell that runs longer, instead of waiting forever."""
     import papermill as pm
 
+    if cell_timeout is not None:
+        check_positive(cell_timeout, "cell_timeout", integer=True)
     notebook = ROOT / "notebooks" / f"{name}.ipynb"
     params = load_params(params_file or ROOT / "params" / profile / f"{name}.yaml")
     params.update(overrides or {})

@@ -58,6 +58,8 @@ def test_bad_parameter_file_is_named(tmp_path):
     bad.write_text("a: [1, 2\n")
     with pytest.raises(ValueError, match="not valid YAML"):
         load_params(bad)
+    with pytest.raises(ValueError, match="cell_timeout must be a positive integer, got 0"):
+        execute("pruning_sweep", "quick", output=tmp_path / "x.ipynb", cell_timeout=0)
     bad.write_text("fractoins: [0.1]\n")
     with pytest.raises(ValueError, match="unknown parameter.*fractoins.*allowed"):
         execute("pruning_sweep", "quick", params_file=bad, output=tmp_path / "x.ipynb")
