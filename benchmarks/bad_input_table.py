@@ -70,6 +70,12 @@ def _grid_axis(tmp: Path) -> None:
     expand_grid({}, {"fractions": [0.1]})
 
 
+def _seeds_by_method(tmp: Path) -> None:
+    from kdlib.study import sweep_grid
+
+    sweep_grid({}, ["random", "el2n"], {"fraction": [0.1]}, [0, 1, 2], {"radnom": list(range(10))})
+
+
 def _missing_cifar(tmp: Path) -> None:
     from kdlib.data import load_dataset
 
@@ -157,6 +163,8 @@ CASES = [
     Case("unknown precision", 'TrainConfig(precision="fp8")', _train(precision="fp8"), r"unknown precision 'fp8'"),
     Case("unknown executor", 'run_grid(configs, store, executor="dask")', _executor, r"unknown executor 'dask'; allowed values for 'executor': local, processes, ray"),
     Case("unknown grid axis", 'expand_grid({}, {"fractions": [0.1]})', _grid_axis, r"unknown grid axis \['fractions'\]; allowed: "),
+    Case("seeds for a method not in the sweep", 'pruning_sweep: methods: [random, el2n], seeds_by_method: {radnom: [...]}',
+         _seeds_by_method, r"seeds_by_method names \['radnom'\], which are not in methods; allowed: random, el2n"),
     Case("unknown run parameter", 'RunConfig.from_dict({"fractoin": 0.5})', _config(fractoin=0.5), r"unknown run parameter\(s\) \['fractoin'\]; allowed: "),
     Case("unknown train parameter", 'RunConfig.from_dict({"train": {"epoch": 3}})', _config(train={"epoch": 3}), r"unknown train parameter\(s\) \['epoch'\]; allowed: "),
     Case("fraction 0", "RunConfig(fraction=0)", _config(fraction=0), r"fraction must lie in \(0, 1\] \(the fraction of data kept\), got 0"),

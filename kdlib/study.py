@@ -280,6 +280,25 @@ def expand_grid(base: RunConfig | Mapping[str, Any], axes: Mapping[str, Iterable
     return configs
 
 
+def sweep_grid(base: RunConfig | Mapping[str, Any], methods: Sequence[str], axes: Mapping[str, Iterable[Any]],
+               seeds: Sequence[int], seeds_by_method: Optional[Mapping[str, Sequence[int]]] = None,
+               store: Store | str | None = None) -> list[RunConfig]:
+    """``expand_grid`` over ``axes`` and the seeds for each method; ``seeds_by_method`` gives the methods it names
+    their own seeds (say, more repeats of the cheap random baseline than of the methods that need scoring)."""
+    seeds_by_method = dict(seeds_by_method or {})
+    unknown = sorted(set(seeds_by_method) - set(methods))
+    if unknown:
+        raise ValueError(f"seeds_by_method names {unknown}, which are not in methods; allowed: {', '.join(methods)}")
+    configs = []
+    for method in methods:
+        own = seeds_by_method.get(method, seeds)
+        if isinstance(own, (str, int)) or not list(own):
+            raise ValueError(f"seeds{'_by_method.' + method if method in seeds_by_method else ''} must be a "
+                             f"non-empty list of integers, got {own!r}")
+        configs += expand_grid(base, {"method": [method], **axes, "seed": list(own)}, store)
+    return configs
+
+
 def flatten(record: dict, requested: Optional[RunConfig] = None) -> dict:
     """One table row: the requested config's fields (method, teacher... as asked), then results."""
     cfg = canonical(requested) if requested is not None else record["config"]

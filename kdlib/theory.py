@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, fields, replace
-from typing import Callable, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -373,3 +373,60 @@ def pruning_under_label_noise(toy: Toy, fs: Sequence[float], draws: int, seed: i
     """Long table (f, pruning, student, alpha, risk, se): pruning methods with and without KD, by Monte Carlo
     with the same designs and noise for every method (label noise comes from ``toy.noise_rate/noise_scale``)."""
     return kd_long(sweep(toy, draws, seed, method, f=list(fs), pruning=list(prunings)), ["f", "pruning"])
+
+
+# ----------------------------------------------------------------------------------------------- regimes
+REGIME_SCALES = ("lam_scale", "lam_t_scale")
+
+
+def regime_toy(base: Toy, overrides: Mapping[str, object]) -> Toy:
+    """``base`` with Toy-field ``overrides``. Unless ``lam``/``lam_t`` are given, both penalties are re-tuned to
+    the regime's ``oracle_lambda`` times ``lam_scale``/``lam_t_scale`` (default 1; 0 gives ridgeless)."""
+    over = dict(overrides)
+    scales = {k: float(over.pop(k, 1.0)) for k in REGIME_SCALES}
+    for k, v in scales.items():
+        if not v >= 0:
+            raise ValueError(f"{k} must be a number >= 0, got {v!r}")
+    toy = _grid(base, {k: [v] for k, v in over.items()})[0]
+    lam = oracle_lambda(toy)
+    return replace(toy, lam=over.get("lam", lam * scales["lam_scale"]),
+                   lam_t=over.get("lam_t", lam * scales["lam_t_scale"]))
+
+
+def _max_rise(values: np.ndarray) -> float:
+    """Largest increase between consecutive values, relative to the earlier one (0 when non-increasing)."""
+    v = np.asarray(values, dtype=float)
+    return float(max(0.0, np.max(np.diff(v) / np.maximum(np.abs(v[:-1]), 1e-300)))) if len(v) > 1 else 0.0
+
+
+def regime_map(base: Toy, regimes: Mapping[str, Mapping[str, object]], fs: Sequence[float],
+               f_ts: Sequence[float], f_student: float, draws: int, seed: int = 0,
+               tol: float = 1e-3) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Where the theory's statements hold. For each regime (a name -> ``regime_toy`` overrides), with random
+    pruning in closed form: alpha* against f (is it non-increasing?); the student's risk at alpha*, at the fixed
+    ``base.alpha`` and the teacher's risk against f_t at student fraction ``f_student`` (non-increasing?); and
+    KD's relative gain at the smallest and largest f.
+
+    A statement "holds" when no consecutive rise exceeds ``tol`` (relative for risks, absolute for alpha*).
+    Returns (summary: one row per regime, alpha* table, f_t table)."""
+    check_fraction(f_student, "f_student")
+    if not regimes:
+        raise ValueError("regimes must name at least one regime, e.g. {'baseline': {}}")
+    rows, opts, rfts = [], [], []
+    for name, over in regimes.items():
+        toy = replace(regime_toy(base, over), pruning="random")
+        opt = optimal_alpha(toy, sorted(fs), draws, seed, "closed").assign(regime=name)
+        rft = risk_vs_teacher_fraction(toy, sorted(f_ts), [f_student], draws, seed, "closed").assign(regime=name)
+        alpha_rise = float(max(0.0, np.max(np.diff(opt.alpha_opt)))) if len(opt) > 1 else 0.0
+        student_rise, teacher_rise = _max_rise(rft.risk_kd), _max_rise(rft.teacher_risk)
+        fixed_rise = _max_rise(rft.risk_fixed)
+        rows.append({"regime": name, "sigma": toy.sigma, "lam": toy.lam, "lam_t": toy.lam_t,
+                     "alpha_opt_small_f": opt.alpha_opt.iloc[0], "alpha_opt_large_f": opt.alpha_opt.iloc[-1],
+                     "alpha_opt_max_rise": alpha_rise, "alpha_opt_non_increasing": alpha_rise <= tol,
+                     "student_risk_max_rise": student_rise, "student_risk_non_increasing_in_f_t": student_rise <= tol,
+                     "teacher_risk_max_rise": teacher_rise, "teacher_risk_non_increasing_in_f_t": teacher_rise <= tol,
+                     "fixed_alpha_risk_max_rise": fixed_rise, "fixed_alpha_risk_non_increasing_in_f_t": fixed_rise <= tol,
+                     "kd_rel_gain_small_f": opt.rel_gain.iloc[0], "kd_rel_gain_large_f": opt.rel_gain.iloc[-1]})
+        opts.append(opt)
+        rfts.append(rft)
+    return pd.DataFrame(rows), pd.concat(opts, ignore_index=True), pd.concat(rfts, ignore_index=True)

@@ -72,7 +72,7 @@ def test_processes_executor_matches_local(baseline, tmp_path, monkeypatch):
     assert again.key.tolist() == df.key.tolist()[:-1] and (again.status == "done").all()
 
 
-@pytest.mark.slow  # starting Ray takes 30-45 s on 2 busy cores
+# in the default suite (CI installs ray through the test extra): starting Ray takes 30-45 s on 2 busy cores
 def test_ray_executor_matches_local(baseline, tmp_path):
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

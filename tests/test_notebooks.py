@@ -39,6 +39,21 @@ def test_profiles_only_set_known_parameters(name):
         assert set(load_params(path)) <= allowed, f"{path} sets unknown parameters"
 
 
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_papermill_sees_every_parameter(name):
+    # papermill parses the parameters cell line by line and silently drops a line it cannot read (an "=" in a
+    # comment, say): that parameter could then not be set from a parameter file
+    import ast
+
+    import nbformat
+
+    nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assigned = [t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign)
+                for t in node.targets if isinstance(t, ast.Name)]
+    assert notebook_parameters(ROOT / "notebooks" / f"{name}.ipynb") == assigned
+
+
 def test_notebooks_committed_without_outputs():
     import nbformat
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from kdlib.study import RunConfig, Study, expand_grid, noisy_labels, run_grid
+from kdlib.study import RunConfig, Study, expand_grid, noisy_labels, run_grid, sweep_grid
 from kdlib.train import TrainConfig
 
 TINY = TrainConfig(epochs=2, batch_size=64, lr=0.05, schedule="cosine")
@@ -38,6 +38,20 @@ def test_unknown_keys_are_named():
         TrainConfig(schedule="linear")
     with pytest.raises(ValueError, match="unknown grid axis"):
         expand_grid({}, {"alpah": [0.1]})
+
+
+def test_sweep_grid_gives_named_methods_their_own_seeds():
+    base = dict(dataset="digits", model="convnet_small", teacher="convnet_small", train=TINY)
+    axes = {"fraction": [0.1, 0.5], "alpha": [0.0, 0.5]}
+    cfgs = sweep_grid(base, ["random", "el2n"], axes, [0, 1], {"random": [0, 1, 2, 3]})
+    seeds = {m: sorted({c.seed for c in cfgs if c.method == m}) for m in ("random", "el2n")}
+    assert seeds == {"random": [0, 1, 2, 3], "el2n": [0, 1]}
+    assert len(cfgs) == 4 * 4 + 4 * 2 and len({c for c in cfgs}) == len(cfgs)
+    assert sweep_grid(base, ["random"], axes, [0, 1]) == expand_grid(base, {"method": ["random"], **axes, "seed": [0, 1]})
+    with pytest.raises(ValueError, match=r"seeds_by_method names \['ccs'\].*allowed: random, el2n"):
+        sweep_grid(base, ["random", "el2n"], axes, [0], {"ccs": [0]})
+    with pytest.raises(ValueError, match="seeds_by_method.random must be a non-empty list"):
+        sweep_grid(base, ["random"], axes, [0], {"random": []})
 
 
 def test_resolution_shares_equivalent_runs():

@@ -104,3 +104,38 @@ def test_noise_dependent_pruning_has_no_closed_form_and_hard_keeps_noisy_samples
     risk = df.set_index(["pruning", "student"]).risk
     assert risk["hard", "no KD"] > risk["random", "no KD"]  # the hardest samples are the corrupted ones
     assert risk["hard", "KD (alpha*)"] < risk["hard", "no KD"]
+
+
+def test_regime_toy_retunes_the_penalties_to_the_regimes_oracle():
+    base = th.Toy(d=20, n=200, lam=20.0, lam_t=20.0)
+    loud = th.regime_toy(base, {"sigma": 3.0})
+    assert loud.lam == loud.lam_t == pytest.approx(9 * 20.0)
+    assert th.regime_toy(base, {"lam_t_scale": 0}).lam_t == 0 and th.regime_toy(base, {"lam_scale": 0.5}).lam == 10
+    assert th.regime_toy(base, {"sigma": 3.0, "lam": 1.0}).lam == 1.0  # an explicit penalty wins
+    with pytest.raises(ValueError, match="unknown Toy field 'sigmaa'"):
+        th.regime_toy(base, {"sigmaa": 3.0})
+    with pytest.raises(ValueError, match="lam_t_scale must be a number >= 0"):
+        th.regime_toy(base, {"lam_t_scale": -1})
+
+
+def test_regime_map_finds_where_the_statements_fail():
+    base = th.Toy(d=20, n=200, lam=20.0, lam_t=20.0, alpha=0.5)
+    regimes = {"baseline": {}, "ridgeless teacher": {"lam_t_scale": 0}, "strong student ridge": {"lam_scale": 10}}
+    summary, opt, rft = th.regime_map(base, regimes, [0.05, 0.1, 0.3, 0.5, 1.0], [0.05, 0.1, 0.2, 0.5, 1.0],
+                                      0.2, draws=20)
+    s = summary.set_index("regime")
+    checks = ["alpha_opt_non_increasing", "student_risk_non_increasing_in_f_t", "teacher_risk_non_increasing_in_f_t",
+              "fixed_alpha_risk_non_increasing_in_f_t"]
+    assert s.loc["baseline", checks].all()
+    # a ridgeless teacher interpolates at f_t n = d: its risk spikes there, and a student that keeps alpha = 0.5
+    # inherits the spike, while alpha* (which can drop to 0) only limits the damage
+    ridgeless = rft[rft.regime == "ridgeless teacher"].set_index("f_t")
+    assert ridgeless.teacher_risk[0.1] > 100 * ridgeless.teacher_risk[0.05]
+    assert not s.loc["ridgeless teacher", "teacher_risk_non_increasing_in_f_t"]
+    assert s.loc["ridgeless teacher", "fixed_alpha_risk_max_rise"] > 10
+    assert s.loc["ridgeless teacher", "student_risk_max_rise"] < s.loc["ridgeless teacher", "fixed_alpha_risk_max_rise"]
+    # an over-regularised student gains nothing from the teacher: alpha* = 0 at every f (monotone, but vacuous)
+    assert (opt[opt.regime == "strong student ridge"].alpha_opt == 0).all()
+    assert s.loc["strong student ridge", "kd_rel_gain_small_f"] == 0 < 0.05 < s.loc["baseline", "kd_rel_gain_small_f"]
+    with pytest.raises(ValueError, match="f_student"):
+        th.regime_map(base, regimes, [0.1], [0.5], 1.5, draws=2)
