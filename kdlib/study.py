@@ -285,6 +285,9 @@ def sweep_grid(base: RunConfig | Mapping[str, Any], methods: Sequence[str], axes
                store: Store | str | None = None) -> list[RunConfig]:
     """``expand_grid`` over ``axes`` and the seeds for each method; ``seeds_by_method`` gives the methods it names
     their own seeds (say, more repeats of the cheap random baseline than of the methods that need scoring)."""
+    if seeds_by_method is not None and not isinstance(seeds_by_method, Mapping):
+        raise ValueError(f"seeds_by_method must map method names to lists of seeds, e.g. {{'random': [0, 1, 2]}}, "
+                         f"got {seeds_by_method!r}")
     seeds_by_method = dict(seeds_by_method or {})
     unknown = sorted(set(seeds_by_method) - set(methods))
     if unknown:

@@ -282,6 +282,7 @@ def monte_carlo(toy: Toy, draws: int, seed: int = 0, design: Optional[Design] = 
 
 def evaluate(toy: Toy, draws: int, seed: int = 0, method: str = "auto") -> RiskSample:
     """``closed`` (design-averaged closed form), ``mc`` (Monte Carlo), or ``auto`` (closed when it applies)."""
+    check_positive(draws, "draws", integer=True)
     if method == "auto":
         method = "closed" if toy.pruning in NOISE_FREE_PRUNERS else "mc"
     if method == "closed":
@@ -382,10 +383,13 @@ REGIME_SCALES = ("lam_scale", "lam_t_scale")
 def regime_toy(base: Toy, overrides: Mapping[str, object]) -> Toy:
     """``base`` with Toy-field ``overrides``. Unless ``lam``/``lam_t`` are given, both penalties are re-tuned to
     the regime's ``oracle_lambda`` times ``lam_scale``/``lam_t_scale`` (default 1; 0 gives ridgeless)."""
+    if not isinstance(overrides, Mapping):
+        raise ValueError(f"a regime must be a mapping of Toy fields (and {', '.join(REGIME_SCALES)}) to values, "
+                         f"got {overrides!r}")
     over = dict(overrides)
-    scales = {k: float(over.pop(k, 1.0)) for k in REGIME_SCALES}
+    scales = {k: over.pop(k, 1.0) for k in REGIME_SCALES}
     for k, v in scales.items():
-        if not v >= 0:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
             raise ValueError(f"{k} must be a number >= 0, got {v!r}")
     toy = _grid(base, {k: [v] for k, v in over.items()})[0]
     lam = oracle_lambda(toy)
@@ -393,10 +397,14 @@ def regime_toy(base: Toy, overrides: Mapping[str, object]) -> Toy:
                    lam_t=over.get("lam_t", lam * scales["lam_t_scale"]))
 
 
-def _max_rise(values: np.ndarray) -> float:
-    """Largest increase between consecutive values, relative to the earlier one (0 when non-increasing)."""
+def _max_rise(values: Sequence[float], relative: bool = True) -> float:
+    """Largest increase between consecutive values (0 when non-increasing), relative to the earlier value or
+    absolute."""
     v = np.asarray(values, dtype=float)
-    return float(max(0.0, np.max(np.diff(v) / np.maximum(np.abs(v[:-1]), 1e-300)))) if len(v) > 1 else 0.0
+    if len(v) < 2:
+        return 0.0
+    rise = np.diff(v) / np.maximum(np.abs(v[:-1]), 1e-300) if relative else np.diff(v)
+    return float(max(0.0, rise.max()))
 
 
 def regime_map(base: Toy, regimes: Mapping[str, Mapping[str, object]], fs: Sequence[float],
@@ -414,12 +422,14 @@ def regime_map(base: Toy, regimes: Mapping[str, Mapping[str, object]], fs: Seque
         raise ValueError("regimes must name at least one regime, e.g. {'baseline': {}}")
     rows, opts, rfts = [], [], []
     for name, over in regimes.items():
-        toy = replace(regime_toy(base, over), pruning="random")
+        try:
+            toy = replace(regime_toy(base, over), pruning="random")
+        except ValueError as err:
+            raise ValueError(f"regime {name!r}: {err}") from None
         opt = optimal_alpha(toy, sorted(fs), draws, seed, "closed").assign(regime=name)
         rft = risk_vs_teacher_fraction(toy, sorted(f_ts), [f_student], draws, seed, "closed").assign(regime=name)
-        alpha_rise = float(max(0.0, np.max(np.diff(opt.alpha_opt)))) if len(opt) > 1 else 0.0
-        student_rise, teacher_rise = _max_rise(rft.risk_kd), _max_rise(rft.teacher_risk)
-        fixed_rise = _max_rise(rft.risk_fixed)
+        alpha_rise = _max_rise(opt.alpha_opt, relative=False)
+        student_rise, teacher_rise, fixed_rise = (_max_rise(rft[c]) for c in ("risk_kd", "teacher_risk", "risk_fixed"))
         rows.append({"regime": name, "sigma": toy.sigma, "lam": toy.lam, "lam_t": toy.lam_t,
                      "alpha_opt_small_f": opt.alpha_opt.iloc[0], "alpha_opt_large_f": opt.alpha_opt.iloc[-1],
                      "alpha_opt_max_rise": alpha_rise, "alpha_opt_non_increasing": alpha_rise <= tol,

@@ -52,6 +52,8 @@ def test_sweep_grid_gives_named_methods_their_own_seeds():
         sweep_grid(base, ["random", "el2n"], axes, [0], {"ccs": [0]})
     with pytest.raises(ValueError, match="seeds_by_method.random must be a non-empty list"):
         sweep_grid(base, ["random"], axes, [0], {"random": []})
+    with pytest.raises(ValueError, match="seeds_by_method must map method names to lists of seeds"):
+        sweep_grid(base, ["random"], axes, [0], ["random"])
 
 
 def test_resolution_shares_equivalent_runs():

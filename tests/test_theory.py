@@ -116,6 +116,12 @@ def test_regime_toy_retunes_the_penalties_to_the_regimes_oracle():
         th.regime_toy(base, {"sigmaa": 3.0})
     with pytest.raises(ValueError, match="lam_t_scale must be a number >= 0"):
         th.regime_toy(base, {"lam_t_scale": -1})
+    with pytest.raises(ValueError, match="lam_scale must be a number >= 0, got 'big'"):
+        th.regime_toy(base, {"lam_scale": "big"})
+    with pytest.raises(ValueError, match="a regime must be a mapping of Toy fields"):
+        th.regime_toy(base, "sigma")
+    with pytest.raises(ValueError, match="draws must be a positive integer, got 0"):
+        th.optimal_alpha(base, [0.5], draws=0)
 
 
 def test_regime_map_finds_where_the_statements_fail():
@@ -139,3 +145,5 @@ def test_regime_map_finds_where_the_statements_fail():
     assert s.loc["strong student ridge", "kd_rel_gain_small_f"] == 0 < 0.05 < s.loc["baseline", "kd_rel_gain_small_f"]
     with pytest.raises(ValueError, match="f_student"):
         th.regime_map(base, regimes, [0.1], [0.5], 1.5, draws=2)
+    with pytest.raises(ValueError, match="regime 'loud': unknown Toy field 'sigmaa'"):
+        th.regime_map(base, {"loud": {"sigmaa": 3.0}}, [0.1], [0.5], 0.5, draws=2)
