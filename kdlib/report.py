@@ -4,34 +4,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
-from scipy import stats
+
+from . import stats
 
 
 def summarize(df: pd.DataFrame, by: Sequence[str], value: str = "final_acc") -> pd.DataFrame:
     """Mean, standard deviation, n and a 95% t-interval half-width of ``value`` over seeds, per ``by`` group."""
-    g = df[df["status"] == "done"].groupby(list(by), dropna=False)[value]
-    out = g.agg(mean="mean", std="std", n="count").reset_index()
-    t = stats.t.ppf(0.975, np.maximum(out["n"] - 1, 1))
-    out["ci95"] = np.where(out["n"] > 1, t * out["std"] / np.sqrt(out["n"]), np.nan)
-    return out
+    return stats.describe(df[df["status"] == "done"].groupby(list(by), dropna=False)[value])
 
 
 def paired_difference(df: pd.DataFrame, by: Sequence[str], column: str, treated: object, control: object,
                       value: str = "final_acc") -> pd.DataFrame:
     """Per ``by`` group, the mean over seeds of ``value[treated] - value[control]`` paired by seed, with a
-    95% t-interval and the share of seeds where the treated arm wins."""
+    95% t-interval half-width ``ci95``, the share of seeds where the treated arm wins (``wins``), the two-sided
+    paired t-test's ``p`` and its Benjamini-Hochberg ``q`` across the table's groups (``kdlib.stats``)."""
     done = df[df["status"] == "done"]
     wide = done.pivot_table(index=list(by) + ["seed"], columns=column, values=value, aggfunc="mean")
     if treated not in wide.columns or control not in wide.columns:
         raise ValueError(f"{column!r} needs both {treated!r} and {control!r} in the table; has {list(wide.columns)}")
     diff = (wide[treated] - wide[control]).dropna().rename("diff").reset_index()
-    out = diff.groupby(list(by))["diff"].agg(mean_diff="mean", std="std", n="count",
-                                             wins=lambda d: float((d > 0).mean())).reset_index()
-    t = stats.t.ppf(0.975, np.maximum(out["n"] - 1, 1))
-    out["ci95"] = np.where(out["n"] > 1, t * out["std"] / np.sqrt(out["n"]), np.nan)
-    return out
+    return _diff_table(diff, list(by))
 
 
 def save_table(df: pd.DataFrame, out_dir: str | Path, name: str) -> Path:
@@ -45,18 +38,26 @@ def save_table(df: pd.DataFrame, out_dir: str | Path, name: str) -> Path:
 def gain_over_baseline(df: pd.DataFrame, keys: Sequence[str], by: Sequence[str], value: str = "final_acc"
                        ) -> pd.DataFrame:
     """KD rows (alpha > 0) minus the no-KD student (alpha = 0) with the same ``keys`` and seed, summarised per
-    ``keys`` + ``by`` (e.g. keys fraction, by teacher): mean_diff, std, n, 95% t-interval half-width ``ci95``
-    and ``wins`` (share of seeds where KD is higher)."""
+    ``keys`` + ``by`` (e.g. keys fraction, by teacher): mean_diff, std, n, 95% t-interval half-width ``ci95``,
+    ``wins`` (share of seeds where KD is higher), the paired t-test's ``p`` and its Benjamini-Hochberg ``q``."""
     done = df[df["status"] == "done"]
     keys, by = list(keys), [b for b in by if b not in keys]
     base = done[done["alpha"] == 0].groupby(keys + ["seed"])[value].mean().rename("baseline").reset_index()
     kd = done[done["alpha"] > 0].merge(base, on=keys + ["seed"], how="inner")
     kd["diff"] = kd[value] - kd["baseline"]
-    out = kd.groupby(keys + by)["diff"].agg(mean_diff="mean", std="std", n="count",
-                                            wins=lambda d: float((d > 0).mean())).reset_index()
-    t = stats.t.ppf(0.975, np.maximum(out["n"] - 1, 1))
-    out["ci95"] = np.where(out["n"] > 1, t * out["std"] / np.sqrt(out["n"]), np.nan)
-    return out
+    return _diff_table(kd, keys + by)
+
+
+def _diff_table(diff: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Per ``by`` group of paired differences (column ``diff``): mean_diff, std, n, ci95, wins, p (two-sided paired
+    t-test) and q (Benjamini-Hochberg over the groups)."""
+    g = diff.groupby(by)["diff"]
+    out = stats.describe(g).rename(columns={"mean": "mean_diff"})
+    out["wins"] = g.apply(lambda d: float((d > 0).mean())).to_numpy()
+    tests = [stats.paired_test(d, n_boot=0) for _, d in g]
+    out["p"] = [t["p_two_sided"] for t in tests]
+    out["q"] = stats.bh_adjust(out["p"])
+    return out[[*by, "mean_diff", "std", "n", "ci95", "wins", "p", "q"]]
 
 
 def teacher_sizes(names: Sequence[str], num_classes: int, in_channels: int) -> pd.DataFrame:

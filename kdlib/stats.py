@@ -1,0 +1,128 @@
+"""Statistics over seeds, in one place: t-intervals, paired tests against a threshold, a paired bootstrap and the
+Benjamini-Hochberg correction (all from ``scipy.stats``).
+
+Every interval in kdlib's tables and verdicts comes from here: ``describe`` (mean, sd, n and the 95%
+t-interval half-width per group), ``t_halfwidth`` (the same from sd and n), ``paired_test`` (one-sided t-tests
+of a paired difference against a threshold, its t-interval, the Wilcoxon signed-rank test and a percentile
+bootstrap interval of the mean) and ``bh_adjust`` (Benjamini-Hochberg q-values, NaN-aware).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+CONFIDENCE = 0.95
+
+
+def _check_confidence(confidence: float) -> float:
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
+    return float(confidence)
+
+
+def t_halfwidth(sd: np.ndarray | pd.Series | float, n: np.ndarray | pd.Series | int,
+                confidence: float = CONFIDENCE) -> np.ndarray:
+    """Half-width of the two-sided t-interval of a mean, ``t_{(1+c)/2, n-1} sd / sqrt(n)``; NaN where n < 2."""
+    from scipy import stats
+
+    c = _check_confidence(confidence)
+    sd, n = np.asarray(sd, dtype=float), np.asarray(n, dtype=float)
+    t = stats.t.ppf((1 + c) / 2, np.maximum(n - 1, 1))
+    return np.where(n > 1, t * sd / np.sqrt(np.maximum(n, 1)), np.nan)
+
+
+def describe(grouped, confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """Per group of a pandas ``SeriesGroupBy``: ``mean``, ``std``, ``n`` and ``ci95`` (the t-interval half-width at
+    ``confidence``), with the group keys as columns."""
+    out = grouped.agg(mean="mean", std="std", n="count").reset_index()
+    out["ci95"] = t_halfwidth(out["std"], out["n"], confidence)
+    return out
+
+
+def mean_ci(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """(mean, lower, upper): the two-sided t-interval of the mean of ``values`` (NaN bounds when fewer than 2)."""
+    x = _finite(values)
+    if len(x) == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(x.mean())
+    if len(x) < 2:
+        return mean, math.nan, math.nan
+    h = float(t_halfwidth(x.std(ddof=1), len(x), confidence))
+    return mean, mean - h, mean + h
+
+
+def bh_adjust(p: Sequence[float]) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (q-values) of a family; NaN entries stay NaN and are not counted."""
+    from scipy import stats
+
+    p = np.asarray(p, dtype=float)
+    q = np.full_like(p, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        q[ok] = stats.false_discovery_control(np.clip(p[ok], 0.0, 1.0), method="bh")
+    return q
+
+
+def bootstrap_ci(values: Sequence[float], confidence: float = CONFIDENCE, n_boot: int = 2000,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean (two-sided, ``confidence``); the value itself when all values are
+    equal, NaN when fewer than 2."""
+    from scipy import stats
+
+    c = _check_confidence(confidence)
+    x = _finite(values)
+    if len(x) < 2:
+        return math.nan, math.nan
+    if np.all(x == x[0]):
+        return float(x[0]), float(x[0])
+    res = stats.bootstrap((x,), np.mean, confidence_level=c, n_resamples=n_boot, method="percentile",
+                          rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def paired_test(diff: Sequence[float], threshold: float = 0.0, confidence: float = CONFIDENCE,
+                n_boot: int = 2000, seed: int = 0) -> dict:
+    """Tests of a paired difference (one value per seed) against ``threshold``.
+
+    Returns ``n``, ``mean``, ``sd``, ``ci_lo``/``ci_hi`` (two-sided t-interval of the mean at ``confidence``),
+    ``p_greater``/``p_less`` (one-sided one-sample t-tests of mean > threshold / mean < threshold),
+    ``p_two_sided`` (the two-sided t-test of mean = threshold),
+    ``p_wilcoxon_greater``/``p_wilcoxon_less`` (the signed-rank test of the same, exact for small n; NaN when every
+    difference equals the threshold) and ``boot_lo``/``boot_hi`` (percentile bootstrap interval of the mean at
+    ``confidence``; skipped when ``n_boot`` is 0). With zero spread the t-tests are decided by the mean alone
+    (p = 0 or 1)."""
+    from scipy import stats
+
+    _check_confidence(confidence)
+    x = _finite(diff)
+    n = len(x)
+    out = {"n": n, "mean": float(x.mean()) if n else math.nan, "sd": float(x.std(ddof=1)) if n > 1 else math.nan,
+           "ci_lo": math.nan, "ci_hi": math.nan, "p_greater": math.nan, "p_less": math.nan, "p_two_sided": math.nan,
+           "p_wilcoxon_greater": math.nan, "p_wilcoxon_less": math.nan, "boot_lo": math.nan, "boot_hi": math.nan}
+    if n < 2:
+        return out
+    _, out["ci_lo"], out["ci_hi"] = mean_ci(x, confidence)
+    if out["sd"] == 0:
+        out["p_greater"] = 0.0 if out["mean"] > threshold else 1.0
+        out["p_less"] = 0.0 if out["mean"] < threshold else 1.0
+        out["p_two_sided"] = 1.0 if out["mean"] == threshold else 0.0
+    else:
+        for side, key in (("greater", "p_greater"), ("less", "p_less"), ("two-sided", "p_two_sided")):
+            out[key] = float(stats.ttest_1samp(x, threshold, alternative=side).pvalue)
+    if np.any(x != threshold):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # scipy warns that exact p-values are unavailable with ties/zeros
+            for side in ("greater", "less"):
+                out[f"p_wilcoxon_{side}"] = float(stats.wilcoxon(x - threshold, alternative=side).pvalue)
+    if n_boot:
+        out["boot_lo"], out["boot_hi"] = bootstrap_ci(x, confidence, n_boot, seed)
+    return out
+
+
+def _finite(values: Sequence[float]) -> np.ndarray:
+    x = np.asarray(values, dtype=float).ravel()
+    return x[np.isfinite(x)]
