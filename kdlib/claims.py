@@ -1,0 +1,592 @@
+"""Verdicts on the paper's claims from any store: holds, fails or inconclusive, each with its evidence.
+
+``runs_table(store)`` reads every finished run. A claim is tested within a *context*: runs that agree on every
+setting the claim does not vary (dataset, student model, training recipe and budget rule, label noise, ... and,
+for KD runs, the teacher, its data fraction and recipe, tau and the KD weight), so no verdict ever pools unlike
+runs. Within a context a claim compares *cells* (a method at a kept fraction, say) by a paired difference over
+seeds, and each cell is decided by one of three tests (``kdlib.stats.paired_test``):
+
+- ``greater`` (the claim: difference > 0): holds when the one-sided paired t-test says > 0; fails when it says
+  < 0, or when the difference is shown to lie within +-``margin`` (two one-sided tests: no gain worth the name);
+- ``at_least`` ("matches or beats", difference >= -margin): holds when the t-test says > -margin, fails when it
+  says < -margin;
+- ``at_most`` ("does not help", difference <= +margin): holds when it says < +margin, fails when it says > +margin.
+
+"Says" means: the Benjamini-Hochberg q-value across the claim's cells (each kind of test a family) is below
+``q``, *and* the paired bootstrap interval of the mean at level 1 - 2q lies on the same side (the check that does
+not lean on normality, which a handful of seeds cannot show). A cell with fewer than ``min_seeds`` paired seeds
+is inconclusive. A context's verdict is "holds" when every cell holds, "fails" when any cell fails, else
+"inconclusive"; the verdict names the deciding cells (the failing ones, or the weakest holding one, or the
+undecided ones).
+
+The claims (``CLAIMS``), after Ben-Baruch et al. (ICML 2025):
+1. ``kd_improves``: KD improves every pruning method at every kept fraction f < 1 (KD minus no KD, same seed);
+2. ``random_matches``: with KD, random pruning matches or beats every other method at every f < 1;
+3. ``alpha_grows``: the best alpha grows as f shrinks (per seed: the slope of the argmax alpha against -ln f);
+4. ``small_teacher``: at small f (<= ``small_fraction``) a larger teacher does not help (larger minus smaller);
+5. ``teacher_data``: the student improves as the teacher's data fraction f_t grows (largest minus smallest f_t
+   is > 0, and no step up in f_t loses more than the margin);
+6. ``half_beats_full``: KD on a random ``half_fraction`` (50%) matches or beats the full data without KD.
+The theory toy's statements (``theory_verdicts``) are checked on ``kdlib.theory`` regimes.
+
+``frontier`` answers "how far can I prune?": per method, the smallest kept fraction whose accuracy is within
+``tolerance`` points of the full-data model without KD (at that f and every larger one), without KD and with KD
+at the best alpha, with the range the seeds allow, and the data saved that KD buys.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, replace
+from typing import Callable, Iterable, Mapping, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import stats
+from .registry import Registry
+from .validate import check_fraction, check_positive
+
+VERDICTS = ("holds", "fails", "inconclusive")
+KINDS = ("greater", "at_least", "at_most")
+RESULT_COLUMNS = {"key", "status", "final_acc", "best_acc", "best_epoch", "wall_seconds", "train_seconds",
+                  "images_per_sec", "epochs", "steps", "n_train", "n_full", "noisy_kept", "teacher_acc", "error", "kd"}
+# columns that never define a setting: what the claims vary, provenance, and speed-only knobs
+RUN_AXES = ("method", "fraction", "alpha", "seed", "score_seed", "alpha_rule", "workers", "eval_batch_size")
+KD_SIDE = ("teacher", "teacher_fraction", "teacher_recipe", "teacher_checkpoint", "tau", "kd_loss")
+
+
+@dataclass(frozen=True)
+class ClaimConfig:
+    """How verdicts are reached. ``margin`` (points) is what "matches" tolerates and what a gain must beat to
+    count; ``q`` the false discovery rate (Benjamini-Hochberg across a claim's cells); ``min_seeds`` the fewest
+    paired seeds a cell needs; ``small_fraction`` the largest f claim 4 calls small; ``half_fraction`` claim 6's
+    subset; ``tolerance`` (points) the frontier's distance to the full-data model; ``value`` the accuracy column."""
+
+    margin: float = 0.5
+    q: float = 0.05
+    min_seeds: int = 3
+    small_fraction: float = 0.2
+    half_fraction: float = 0.5
+    tolerance: float = 1.0
+    value: str = "final_acc"
+    n_boot: int = 2000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.margin, bool) or not isinstance(self.margin, (int, float)) or not self.margin >= 0:
+            raise ValueError(f"margin must be a number >= 0 (points), got {self.margin!r}")
+        if isinstance(self.q, bool) or not isinstance(self.q, (int, float)) or not 0 < self.q < 0.5:
+            raise ValueError(f"q must lie in (0, 0.5), got {self.q!r}")
+        check_positive(self.min_seeds, "min_seeds", integer=True)
+        if self.min_seeds < 2:
+            raise ValueError(f"min_seeds must be at least 2 (a paired test needs two seeds), got {self.min_seeds!r}")
+        check_fraction(self.small_fraction, "small_fraction")
+        check_fraction(self.half_fraction, "half_fraction")
+        check_positive(self.tolerance, "tolerance")
+        check_positive(self.n_boot, "n_boot", integer=True)
+        if self.value not in ("final_acc", "best_acc"):
+            raise ValueError(f"unknown value {self.value!r}; allowed values for 'value': final_acc, best_acc")
+
+
+# ------------------------------------------------------------------------------------------------ run tables
+def _recipe(cfg: Optional[Mapping]) -> Optional[str]:
+    """A short hash naming a nested recipe (teacher_train, proxy), or None."""
+    if not cfg:
+        return None
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def runs_table(store) -> pd.DataFrame:
+    """Every finished run of a store (folder or ``Store``) as one row: config columns, ``train.*``, recipe hashes
+    of the teacher's training and the scoring proxy, and the results."""
+    from .store import Store
+    from .study import flatten
+
+    st = store if isinstance(store, Store) else Store(store)
+    rows = []
+    for rec in st.records("runs"):
+        if rec.get("status") != "done":
+            continue
+        row = flatten(rec)
+        cfg = rec.get("config") or {}
+        row["teacher_recipe"] = _recipe(cfg.get("teacher_train")) if (cfg.get("alpha") or 0) > 0 else None
+        row["proxy_recipe"] = _recipe(cfg.get("proxy"))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _blank(v: object) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _key(values: Iterable) -> str:
+    return json.dumps(["" if _blank(v) else v for v in values], default=str)
+
+
+def prepare(df: pd.DataFrame, value: str = "final_acc") -> pd.DataFrame:
+    """Finished runs with ``value`` and three context keys: ``setting`` (all a no-KD baseline shares with its KD
+    runs), ``kd_setting`` (teacher, its data fraction and recipe, tau, KD loss) and ``kd_weight`` ('alpha=0.5', or
+    'alpha: auto' for runs whose alpha came from a rule)."""
+    d = df.copy()
+    if "status" in d:
+        d = d[d["status"] == "done"]
+    d = d[d[value].notna()].copy() if value in d else d.iloc[:0].copy()
+    for col, default in (("alpha", 0.0), ("method", "random"), ("fraction", 1.0), ("seed", 0)):
+        if col not in d:
+            d[col] = default
+    d["alpha"] = d["alpha"].astype(float)
+    d["fraction"] = d["fraction"].astype(float)
+    d.loc[d["fraction"] >= 1.0, "method"] = "random"  # every method keeps everything at f = 1
+    setting_cols = sorted(c for c in d.columns if c not in RESULT_COLUMNS and c not in RUN_AXES
+                          and c not in KD_SIDE and c not in ("setting", "kd_setting", "kd_weight"))
+    kd_cols = [c for c in KD_SIDE if c in d.columns]
+    d["setting"] = [_key(r) for r in d[setting_cols].itertuples(index=False)] if len(d) else []
+    d["kd_setting"] = [_key(r) for r in d[kd_cols].itertuples(index=False)] if len(d) and kd_cols else ""
+    auto = d["alpha_rule"].notna() if "alpha_rule" in d else pd.Series(False, index=d.index)
+    d["kd_weight"] = np.where(d["alpha"] <= 0, "no KD",
+                              np.where(auto, "alpha: auto", d["alpha"].map(lambda a: f"alpha={a:g}")))
+    d.attrs["setting_columns"] = setting_cols
+    return d
+
+
+def describe_context(rows: pd.DataFrame, extra: Sequence[str] = ()) -> dict:
+    """Names what a context fixes: dataset, student model, teacher(s), budget rule, seeds and anything unusual."""
+    def one(col: str, fmt: Callable = str) -> str:
+        if col not in rows:
+            return ""
+        vals = [v for v in rows[col].drop_duplicates() if not _blank(v)]
+        return ", ".join(sorted(fmt(v) for v in vals))
+
+    budget = one("train.budget") or "epochs"
+    epochs = one("train.epochs", lambda v: f"{v:g}")
+    min_steps = one("train.min_steps", lambda v: f"{v:g}")
+    rule = f"{budget} ({epochs} epochs" + (f", at least {min_steps} steps" if min_steps not in ("", "0") else "") + ")"
+    out = {"dataset": one("dataset"), "model": one("model"), "teacher": one("teacher") or "none",
+           "budget": rule, "setting_id": hashlib.sha256(rows["setting"].iloc[0].encode()).hexdigest()[:6]}
+    notes = []
+    if "label_noise" in rows and rows["label_noise"].fillna(0).max() > 0:
+        notes.append(f"label noise {one('label_noise', lambda v: f'{v:g}')}")
+    if "class_balanced" in rows and rows["class_balanced"].fillna(False).astype(bool).any():
+        notes.append("class-balanced")
+    notes += list(extra)
+    out["notes"] = "; ".join(notes)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ deciding
+@dataclass
+class Cell:
+    """One comparison: ``diff`` (seed -> difference, points or alpha units) tested by ``kind``."""
+
+    name: str
+    kind: str
+    diff: pd.Series
+    detail: dict
+
+
+def _paired(a: pd.DataFrame, b: pd.DataFrame, value: str) -> pd.Series:
+    """``a - b`` of ``value`` paired by seed (seeds present in both)."""
+    x = a.groupby("seed")[value].mean()
+    y = b.groupby("seed")[value].mean()
+    return (x - y).dropna()
+
+
+def decide(cells: Sequence[Cell], cfg: ClaimConfig) -> pd.DataFrame:
+    """One row per cell with its tests, q-values (BH across ``cells``, one family per kind of test) and verdict."""
+    rows = []
+    conf = 1 - 2 * cfg.q  # a two-sided interval at 1 - 2q bounds each one-sided test at level q
+    for c in cells:
+        if c.kind not in KINDS:
+            raise ValueError(f"unknown test kind {c.kind!r}; allowed values for 'kind': {', '.join(KINDS)}")
+        m = cfg.margin
+        hold_at = {"greater": 0.0, "at_least": -m, "at_most": m}[c.kind]
+        t = stats.paired_test(c.diff.to_numpy(), hold_at, confidence=0.95, n_boot=cfg.n_boot, seed=cfg.seed)
+        b_lo, b_hi = stats.bootstrap_ci(c.diff.to_numpy(), conf, cfg.n_boot, cfg.seed)
+        row = {"cell": c.name, "kind": c.kind, **c.detail, "n": t["n"], "mean": t["mean"], "sd": t["sd"],
+               "ci_lo": t["ci_lo"], "ci_hi": t["ci_hi"], "boot_lo": b_lo, "boot_hi": b_hi,
+               "p_wilcoxon": t["p_wilcoxon_less"] if c.kind == "at_most" else t["p_wilcoxon_greater"]}
+        if c.kind == "at_most":
+            row["p_hold"], row["p_fail"] = t["p_less"], t["p_greater"]
+            row["boot_hold"], row["boot_fail"] = b_hi < m, b_lo > m
+        else:
+            row["p_hold"], row["p_fail"] = t["p_greater"], t["p_less"]
+            row["boot_hold"], row["boot_fail"] = b_lo > hold_at, b_hi < hold_at
+        row["p_equiv"], row["boot_equiv"] = math.nan, False
+        if c.kind == "greater" and m > 0 and t["n"] >= 2:  # two one-sided tests: the difference lies within +-m
+            lo = stats.paired_test(c.diff.to_numpy(), -m, n_boot=0)["p_greater"]
+            hi = stats.paired_test(c.diff.to_numpy(), m, n_boot=0)["p_less"]
+            row["p_equiv"], row["boot_equiv"] = max(lo, hi), bool(b_lo > -m and b_hi < m)
+        if t["n"] < cfg.min_seeds:
+            row["p_hold"] = row["p_fail"] = row["p_equiv"] = math.nan
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    for fam in ("hold", "fail", "equiv"):
+        out[f"q_{fam}"] = np.nan
+        for kind in KINDS:  # one family per kind of test
+            sel = out["kind"] == kind
+            out.loc[sel, f"q_{fam}"] = stats.bh_adjust(out.loc[sel, f"p_{fam}"].to_numpy(dtype=float))
+    verdicts, why = [], []
+    for r in out.itertuples(index=False):
+        if r.n < cfg.min_seeds:
+            verdicts.append("inconclusive")
+            why.append(f"too few seeds ({r.n} < {cfg.min_seeds})")
+        elif r.q_hold < cfg.q and r.boot_hold:
+            verdicts.append("holds")
+            why.append(f"q={r.q_hold:.3g}")
+        elif r.q_fail < cfg.q and r.boot_fail:
+            verdicts.append("fails")
+            why.append(f"q={r.q_fail:.3g} (opposite side)")
+        elif r.q_equiv < cfg.q and r.boot_equiv:
+            verdicts.append("fails")
+            why.append(f"within +-{cfg.margin:g} (equivalence q={r.q_equiv:.3g})")
+        else:
+            verdicts.append("inconclusive")
+            why.append("neither side significant" if min(r.q_hold, r.q_fail) >= cfg.q else "bootstrap disagrees")
+    out["verdict"], out["why"] = verdicts, why
+    return out
+
+
+def _summarise(claim: str, cells: pd.DataFrame, ctx: dict, cfg: ClaimConfig, unit: str = "points") -> dict:
+    """A verdict row from decided cells."""
+    counts = {v: int((cells["verdict"] == v).sum()) for v in VERDICTS}
+    if counts["fails"]:
+        verdict, deciding = "fails", cells[cells["verdict"] == "fails"]
+    elif counts["holds"] == len(cells):
+        verdict = "holds"
+        deciding = cells.loc[[cells["q_hold"].astype(float).idxmax()]]  # the weakest cell
+    else:
+        verdict, deciding = "inconclusive", cells[cells["verdict"] == "inconclusive"]
+
+    def fmt(r) -> str:
+        return f"{r['cell']}: {r['mean']:+.2f} [{r['ci_lo']:+.2f}, {r['ci_hi']:+.2f}] (n={r['n']}, {r['why']})"
+
+    shown = [fmt(r) for _, r in deciding.head(4).iterrows()]
+    more = f"; ... {len(deciding) - 4} more" if len(deciding) > 4 else ""
+    seeds = cells["n"]
+    return {"claim": claim, "statement": CLAIMS.get(claim).statement, **ctx, "verdict": verdict,
+            "cells": len(cells), **{f"cells_{v}": counts[v] for v in VERDICTS},
+            "seeds": f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}-{seeds.max()}",
+            "deciding_cells": "; ".join(shown) + more, "margin": cfg.margin, "q": cfg.q, "unit": unit}
+
+
+# ------------------------------------------------------------------------------------------------ the claims
+@dataclass(frozen=True)
+class Claim:
+    """A claim's statement and the function that builds its cells per context: ``cells(prepared, cfg)`` yields
+    (context rows, list of Cell, extra notes)."""
+
+    statement: str
+    cells: Callable[[pd.DataFrame, ClaimConfig], Iterable[tuple[pd.DataFrame, list, list]]]
+    unit: str = "points"
+    margin: Optional[float] = None  # overrides ClaimConfig.margin (claims not measured in accuracy points)
+
+
+CLAIMS: Registry[Claim] = Registry("claim", "claim")
+
+
+def _label(v: float) -> str:
+    return f"{v:g}"
+
+
+def _kd_contexts(d: pd.DataFrame):
+    kd = d[d["alpha"] > 0]
+    return kd.groupby(["setting", "kd_setting", "kd_weight"], sort=True)
+
+
+def _cells_kd_improves(d: pd.DataFrame, cfg: ClaimConfig):
+    base = d[d["alpha"] == 0]
+    for (setting, _, weight), kd in _kd_contexts(d):
+        kd = kd[kd["fraction"] < 1]
+        b = base[base["setting"] == setting]
+        cells = []
+        for (method, f), g in kd.groupby(["method", "fraction"], sort=True):
+            ref = b[(b["method"] == method) & (b["fraction"] == f)]
+            if len(ref):
+                cells.append(Cell(f"{method} f={_label(f)}", "greater", _paired(g, ref, cfg.value),
+                                  {"method": method, "fraction": f}))
+        if cells:
+            yield pd.concat([kd, b]), cells, [f"KD at {weight}"]
+
+
+def _cells_random_matches(d: pd.DataFrame, cfg: ClaimConfig):
+    for _, kd in _kd_contexts(d):
+        kd = kd[kd["fraction"] < 1]
+        rnd = kd[kd["method"] == "random"]
+        cells = []
+        for (method, f), g in kd[kd["method"] != "random"].groupby(["method", "fraction"], sort=True):
+            ref = rnd[rnd["fraction"] == f]
+            if len(ref):
+                cells.append(Cell(f"random - {method} f={_label(f)}", "at_least", _paired(ref, g, cfg.value),
+                                  {"method": method, "fraction": f}))
+        if cells:
+            yield kd, cells, [f"KD at {kd['kd_weight'].iloc[0]}; difference = random minus the method"]
+
+
+def _best_alpha_slope(g: pd.DataFrame, value: str) -> pd.Series:
+    """Per seed: the slope of the argmax alpha against -ln f (positive: the best alpha grows as f shrinks)."""
+    out = {}
+    for seed, s in g.groupby("seed"):
+        wide = s.pivot_table(index="fraction", columns="alpha", values=value, aggfunc="mean").dropna()
+        if len(wide) < 2 or wide.shape[1] < 3:
+            continue
+        best = wide.columns.to_numpy(dtype=float)[np.argmax(wide.to_numpy(), axis=1)]
+        out[seed] = float(np.polyfit(-np.log(wide.index.to_numpy(dtype=float)), best, 1)[0])
+    return pd.Series(out, dtype=float)
+
+
+def _cells_alpha_grows(d: pd.DataFrame, cfg: ClaimConfig):
+    fixed = d[d["kd_weight"] != "alpha: auto"]  # a rule-chosen alpha is not a grid to take the argmax over
+    base = fixed[fixed["alpha"] == 0]
+    for (setting, _), kd in fixed[fixed["alpha"] > 0].groupby(["setting", "kd_setting"], sort=True):
+        if kd["alpha"].nunique() < 2:
+            continue
+        b = base[base["setting"] == setting]
+        cells = []
+        for method in sorted(kd.loc[kd["fraction"] < 1, "method"].unique()):
+            # f = 1 keeps everything: its runs (method 'random') belong to every method's curve
+            mine = lambda x: x[(x["method"] == method) | (x["fraction"] == 1.0)]  # noqa: E731
+            g = pd.concat([mine(kd), mine(b)])
+            g = g[g["fraction"].isin(mine(kd)["fraction"].unique())]
+            if g["fraction"].nunique() >= 2:
+                cells.append(Cell(method, "greater", _best_alpha_slope(g, cfg.value),
+                                  {"method": method,
+                                   "fractions": ",".join(_label(f) for f in sorted(g["fraction"].unique()))}))
+        if cells:
+            yield pd.concat([kd, b]), cells, ["difference = per-seed slope of the argmax alpha against -ln f "
+                                              "(alpha per unit ln f); the margin applies in these units"]
+
+
+def teacher_size(name: str) -> int:
+    """Parameters of a model (built for 10 classes, 3 channels: only the order of sizes matters here)."""
+    from .models import build_model, count_parameters
+
+    return count_parameters(build_model(name, 10, 3))
+
+
+def _cells_small_teacher(d: pd.DataFrame, cfg: ClaimConfig):
+    kd = d[(d["alpha"] > 0) & (d["fraction"] < 1) & (d["fraction"] <= cfg.small_fraction)]
+    if kd.empty or "teacher" not in kd:
+        return
+    other = [c for c in ("teacher_fraction", "teacher_recipe", "tau", "kd_loss") if c in kd]
+    kd = kd.assign(_ctx=[_key(r) for r in kd[other].itertuples(index=False)])
+    for _, g in kd.groupby(["setting", "_ctx", "kd_weight"], sort=True):
+        teachers = sorted(g["teacher"].dropna().unique(), key=teacher_size)
+        if len(teachers) < 2:
+            continue
+        cells = []
+        for (method, f), h in g.groupby(["method", "fraction"], sort=True):
+            for i, small in enumerate(teachers):
+                for large in teachers[i + 1:]:
+                    a, b = h[h["teacher"] == large], h[h["teacher"] == small]
+                    if len(a) and len(b):
+                        cells.append(Cell(f"{method} f={_label(f)}: {large} - {small}", "at_most",
+                                          _paired(a, b, cfg.value), {"method": method, "fraction": f,
+                                                                     "larger": large, "smaller": small}))
+        if cells:
+            sizes = ", ".join(f"{t} ({teacher_size(t) / 1e3:.0f}k)" for t in teachers)
+            yield g, cells, [f"teachers by size: {sizes}; difference = larger minus smaller teacher"]
+
+
+def _cells_teacher_data(d: pd.DataFrame, cfg: ClaimConfig):
+    kd = d[(d["alpha"] > 0) & (d["fraction"] < 1)]
+    if kd.empty or "teacher_fraction" not in kd:
+        return
+    other = [c for c in ("teacher", "teacher_recipe", "tau", "kd_loss") if c in kd]
+    kd = kd.assign(_ctx=[_key(r) for r in kd[other].itertuples(index=False)])
+    for _, g in kd.groupby(["setting", "_ctx", "kd_weight"], sort=True):
+        fts = sorted(g["teacher_fraction"].dropna().unique())
+        if len(fts) < 2:
+            continue
+        cells = []
+        for (method, f), h in g.groupby(["method", "fraction"], sort=True):
+            at = {ft: h[h["teacher_fraction"] == ft] for ft in fts}
+            cells.append(Cell(f"{method} f={_label(f)}: f_t {_label(fts[-1])} - {_label(fts[0])}", "greater",
+                              _paired(at[fts[-1]], at[fts[0]], cfg.value), {"method": method, "fraction": f}))
+            for lo, hi in zip(fts, fts[1:]):
+                cells.append(Cell(f"{method} f={_label(f)}: f_t {_label(hi)} - {_label(lo)}", "at_least",
+                                  _paired(at[hi], at[lo], cfg.value), {"method": method, "fraction": f}))
+        yield g, cells, [f"teacher data fractions {', '.join(_label(x) for x in fts)}"]
+
+
+def _cells_half_beats_full(d: pd.DataFrame, cfg: ClaimConfig):
+    full = d[(d["alpha"] == 0) & (d["fraction"] == 1.0)]
+    kd = d[(d["alpha"] > 0) & (d["method"] == "random") & np.isclose(d["fraction"], cfg.half_fraction)]
+    for setting, g in kd.groupby("setting", sort=True):
+        ref = full[full["setting"] == setting]
+        if ref.empty:
+            continue
+        cells = [Cell(f"random f={_label(cfg.half_fraction)} KD at {w} - full no KD", "at_least",
+                      _paired(h, ref, cfg.value), {"kd_weight": w, "teacher": h["teacher"].iloc[0]})
+                 for w, h in g.groupby(["kd_weight", "kd_setting"], sort=True)]
+        yield pd.concat([g, ref]), cells, ["difference = pruned with KD minus full data without KD"]
+
+
+for _name, _statement, _fn, _unit, _margin in (
+        ("kd_improves", "KD improves every pruning method at every kept fraction f < 1", _cells_kd_improves, "points", None),
+        ("random_matches", "with KD, random pruning matches or beats every other method at every f < 1",
+         _cells_random_matches, "points", None),
+        ("alpha_grows", "the best alpha grows as the kept fraction f shrinks", _cells_alpha_grows, "alpha per ln f", 0.0),
+        ("small_teacher", "at small f a larger teacher does not help", _cells_small_teacher, "points", None),
+        ("teacher_data", "the student improves as the teacher's data fraction f_t grows", _cells_teacher_data,
+         "points", None),
+        ("half_beats_full", "KD on a random half of the data matches or beats the full data without KD",
+         _cells_half_beats_full, "points", None)):
+    CLAIMS.add(_name, Claim(_statement, _fn, _unit, _margin))
+
+
+def verdicts(df: pd.DataFrame, cfg: Optional[ClaimConfig] = None, claims: Optional[Sequence[str]] = None
+             ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(verdict table: one row per claim and context; cell table: every decided cell) from a run table
+    (``runs_table`` or ``kdlib.study.load_records``). A claim no context can test gets one inconclusive row."""
+    cfg = cfg or ClaimConfig()
+    d = prepare(df, cfg.value)
+    rows, all_cells = [], []
+    for name in claims or CLAIMS_ORDER:
+        claim = CLAIMS.get(name)
+        ccfg = cfg if claim.margin is None else replace(cfg, margin=claim.margin)
+        found = False
+        for ctx_rows, cells, notes in claim.cells(d, cfg):
+            decided = decide(cells, ccfg)
+            ctx = describe_context(ctx_rows, notes)
+            rows.append(_summarise(name, decided, ctx, ccfg, claim.unit))
+            all_cells.append(decided.assign(claim=name, **{k: ctx[k] for k in ("dataset", "model", "setting_id")}))
+            found = True
+        if not found:
+            rows.append({"claim": name, "statement": claim.statement, "verdict": "inconclusive", "cells": 0,
+                         "deciding_cells": "no runs in this store can test it", "margin": ccfg.margin, "q": cfg.q,
+                         "unit": claim.unit})
+    cells = pd.concat(all_cells, ignore_index=True) if all_cells else pd.DataFrame()
+    return pd.DataFrame(rows), cells
+
+
+CLAIMS_ORDER = ("kd_improves", "random_matches", "alpha_grows", "small_teacher", "teacher_data", "half_beats_full")
+
+
+# ------------------------------------------------------------------------------------------------ theory toy
+def theory_verdicts(base, regimes: Mapping[str, Mapping], fs: Sequence[float], f_ts: Sequence[float],
+                    f_student: float, draws: int, seed: int = 0, cfg: Optional[ClaimConfig] = None,
+                    tol: float = 1e-3) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The theory toy's statements per regime (``kdlib.theory.regime_map``): alpha* grows as f shrinks and the
+    student's risk at alpha* falls as f_t grows (tolerance checks on the design-averaged closed form: no step rises
+    by more than ``tol``), and KD lowers the risk at every f < f_t (a paired test over the ``draws`` designs of
+    risk(no KD) - risk(alpha*), BH across f; risks are relative to the no-KD risk, so the margin is ignored)."""
+    from . import theory as th
+
+    cfg = cfg or ClaimConfig()
+    summary, opt, _ = th.regime_map(base, regimes, fs, f_ts, f_student, draws, seed, tol)
+    rows, all_cells = [], []
+    for r in summary.itertuples(index=False):
+        toy = replace(th.regime_toy(base, regimes[r.regime]), pruning="random")
+        ctx = {"dataset": "theory toy", "model": f"ridge student (lam {r.lam:.3g})",
+               "teacher": f"ridge teacher (lam_t {r.lam_t:.3g}, f_t {toy.f_t:g})", "budget": "closed form",
+               "notes": f"regime: {r.regime}", "seeds": str(draws)}
+        a_small, a_large = r.alpha_opt_small_f, r.alpha_opt_large_f
+        for name, ok, text in (
+                ("theory_alpha_grows", r.alpha_opt_non_increasing,
+                 f"alpha* {a_small:.3f} at f={min(fs):g}, {a_large:.3f} at f={max(fs):g}; largest rise as f grows "
+                 f"{r.alpha_opt_max_rise:.3g} (tolerance {tol:g})"),
+                ("theory_teacher_data", r.student_risk_non_increasing_in_f_t,
+                 f"largest relative rise of the student's risk at alpha* as f_t grows: {r.student_risk_max_rise:.3g} "
+                 f"(tolerance {tol:g}; f = {f_student:g})")):
+            rows.append({"claim": name, "statement": THEORY_STATEMENTS[name], **ctx,
+                         "verdict": "holds" if ok else "fails", "cells": 1, "deciding_cells": text, "margin": 0.0,
+                         "q": math.nan, "unit": "tolerance check"})
+        cells = []
+        for f in [f for f in fs if f < toy.f_t]:  # at f = f_t the teacher adds nothing: KD is exactly no KD
+            s = th.evaluate(replace(toy, f=f), draws, seed)
+            per = s.per_draw([0.0, s.alpha_opt()])
+            rel = (per[:, 0] - per[:, 1]) / per[:, 0].mean()
+            cells.append(Cell(f"f={_label(f)}", "greater", pd.Series(rel), {"fraction": f}))
+        if not cells:
+            continue
+        decided = decide(cells, replace(cfg, margin=0.0))
+        rows.append(_summarise("theory_kd_improves", decided, ctx | {"setting_id": ""}, replace(cfg, margin=0.0),
+                               "relative risk reduction"))
+        all_cells.append(decided.assign(claim="theory_kd_improves", regime=r.regime))
+    return pd.DataFrame(rows), pd.concat(all_cells, ignore_index=True) if all_cells else pd.DataFrame()
+
+
+THEORY_STATEMENTS = {
+    "theory_alpha_grows": "theory toy: the optimal alpha grows as f shrinks",
+    "theory_teacher_data": "theory toy: the student's risk at alpha* falls as the teacher's f_t grows",
+    "theory_kd_improves": "theory toy: KD at alpha* lowers the risk at every f below the teacher's f_t",
+}
+for _name, _statement in THEORY_STATEMENTS.items():
+    CLAIMS.add(_name, Claim(_statement, lambda d, cfg: iter(()), "theory"))
+
+
+# ------------------------------------------------------------------------------------------------ frontier
+def _smallest_within(fr: Sequence[float], ok: Sequence[bool]) -> float:
+    """The smallest f such that it and every larger f are ok (NaN when the largest is not)."""
+    best = math.nan
+    for f, good in sorted(zip(fr, ok), reverse=True):
+        if not good:
+            break
+        best = f
+    return best
+
+
+def frontier(df: pd.DataFrame, cfg: Optional[ClaimConfig] = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """How far can I prune? Per context (setting and teacher) and method: the smallest f within ``tolerance``
+    points of the full-data no-KD model, without KD and with KD at the best alpha of each f (highest seed mean),
+    judged on the paired difference to the full-data model of the same seed: ``f_*`` by its mean, ``f_*_safe`` by
+    its 95% t-interval's lower bound, ``f_*_hopeful`` by its upper bound; ``saved_by_kd`` = f_no_kd - f_kd.
+    Returns (frontier table, per-f curve table)."""
+    cfg = cfg or ClaimConfig()
+    d = prepare(df, cfg.value)
+    full = d[(d["alpha"] == 0) & (d["fraction"] == 1.0)]
+    rows, curves = [], []
+    kd_groups = {k: g for k, g in d[d["alpha"] > 0].groupby(["setting", "kd_setting"], sort=True)}
+    for setting, ref in full.groupby("setting", sort=True):
+        runs = d[d["setting"] == setting]
+        kd_keys = [k for k in kd_groups if k[0] == setting] or [(setting, None)]
+        for _, kd_setting in kd_keys:
+            kd = kd_groups.get((setting, kd_setting), d.iloc[:0])
+            methods = sorted(set(runs.loc[runs["fraction"] < 1, "method"]) | {"random"})
+            for method in methods:
+                curve = []
+                for f in sorted(runs["fraction"].unique()):
+                    sel = (runs["fraction"] == f) & ((runs["method"] == method) | (f == 1.0))
+                    no_kd = runs[sel & (runs["alpha"] == 0)]
+                    k = kd[(kd["fraction"] == f) & ((kd["method"] == method) | (f == 1.0))]
+                    for arm, rows_f, alpha in (("no KD", no_kd, 0.0), ("KD", *(_best(k, cfg.value)))):
+                        if rows_f is None or rows_f.empty:
+                            continue
+                        t = stats.paired_test(_paired(rows_f, ref, cfg.value).to_numpy(), n_boot=0)
+                        curve.append({"method": method, "fraction": f, "arm": arm, "alpha": alpha,
+                                      "acc": rows_f[cfg.value].mean(), "gap": t["mean"], "gap_lo": t["ci_lo"],
+                                      "gap_hi": t["ci_hi"], "n": t["n"]})
+                c = pd.DataFrame(curve)
+                if c.empty or (c["fraction"] < 1).sum() == 0:
+                    continue
+                ctx = describe_context(pd.concat([ref, kd]) if len(kd) else ref)
+                row = {**ctx, "method": method, "tolerance": cfg.tolerance,
+                       "full_no_kd_acc": ref[cfg.value].mean(), "seeds": int(ref["seed"].nunique())}
+                for arm, tag in (("no KD", "no_kd"), ("KD", "kd")):
+                    a = c[c["arm"] == arm]
+                    tol = -cfg.tolerance
+                    row[f"f_{tag}"] = _smallest_within(a["fraction"], a["gap"] >= tol)
+                    row[f"f_{tag}_safe"] = _smallest_within(a["fraction"], a["gap_lo"].fillna(-np.inf) >= tol)
+                    row[f"f_{tag}_hopeful"] = _smallest_within(a["fraction"], a["gap_hi"].fillna(np.inf) >= tol)
+                    if arm == "KD" and not a.empty:
+                        at = a[a["fraction"] == row["f_kd"]]
+                        row["kd_alpha_at_f"] = at["alpha"].iloc[0] if len(at) else math.nan
+                row["saved_by_kd"] = row["f_no_kd"] - row["f_kd"]
+                rows.append(row)
+                curves.append(c.assign(setting_id=ctx["setting_id"], teacher=ctx["teacher"]))
+    table = pd.DataFrame(rows)
+    return table, (pd.concat(curves, ignore_index=True) if curves else pd.DataFrame())
+
+
+def _best(k: pd.DataFrame, value: str) -> tuple[Optional[pd.DataFrame], float]:
+    """The KD runs at the alpha with the highest seed mean (and that alpha)."""
+    if k.empty:
+        return None, math.nan
+    means = k.groupby("alpha")[value].mean()
+    a = float(means.idxmax())
+    return k[k["alpha"] == a], a
+

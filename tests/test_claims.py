@@ -1,0 +1,177 @@
+"""kdlib.claims: verdicts on constructed run tables whose answer is known."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kdlib import claims
+
+BASE = {"dataset": "digits", "model": "convnet_small", "status": "done", "train.budget": "epochs",
+        "train.epochs": 15, "label_noise": 0.0, "teacher_fraction": 1.0, "tau": 4.0, "kd_loss": "kd"}
+
+
+def runs(cells, seeds=range(5), noise=0.1, rng_seed=0, **extra):
+    """Rows for ``cells``: (method, fraction, alpha, teacher, mean accuracy[, teacher_fraction]); per-seed noise of
+    sd ``noise`` shared by every cell of a seed (as a seed's data order would be) plus a small private part."""
+    rng = np.random.default_rng(rng_seed)
+    shared = {s: rng.normal(0, noise) for s in seeds}
+    rows = []
+    for cell in cells:
+        method, f, alpha, teacher, acc, *ft = cell
+        for s in seeds:
+            rows.append({**BASE, **extra, "method": method, "fraction": f, "alpha": alpha,
+                         "teacher": teacher if alpha > 0 else None, "seed": s,
+                         "teacher_fraction": ft[0] if ft else 1.0,
+                         "final_acc": acc + shared[s] + rng.normal(0, noise / 3)})
+    return pd.DataFrame(rows)
+
+
+def sweep(kd_shift, seeds=range(5), noise=0.1, fractions=(0.1, 0.5), methods=("random", "el2n")):
+    cells = [("random", 1.0, 0.0, None, 95.0), ("random", 1.0, 0.5, "t", 95.0 + kd_shift)]
+    for m in methods:
+        for f in fractions:
+            cells += [(m, f, 0.0, None, 80 + 10 * f), (m, f, 0.5, "t", 80 + 10 * f + kd_shift)]
+    return runs(cells, seeds, noise)
+
+
+def verdict(df, claim, **cfg):
+    table, _ = claims.verdicts(df, claims.ClaimConfig(**cfg), [claim])
+    return table["verdict"].tolist()
+
+
+def test_clear_gain_holds():
+    assert verdict(sweep(+2.0), "kd_improves") == ["holds"]
+
+
+def test_clear_loss_fails():
+    assert verdict(sweep(-2.0), "kd_improves") == ["fails"]
+
+
+def test_tie_fails_a_claim_of_improvement_within_the_margin():
+    assert verdict(sweep(0.0, seeds=range(8)), "kd_improves", margin=0.5) == ["fails"]
+
+
+def test_tie_with_noise_is_inconclusive():
+    assert verdict(sweep(0.0, noise=3.0), "kd_improves") == ["inconclusive"]
+
+
+def test_too_few_seeds_is_inconclusive():
+    assert verdict(sweep(+2.0, seeds=range(2)), "kd_improves") == ["inconclusive"]
+
+
+def test_too_few_seeds_is_named_in_the_cells():
+    _, cells = claims.verdicts(sweep(+2.0, seeds=range(2)), claims=["kd_improves"])
+    assert cells["why"].str.startswith("too few seeds").all()
+
+
+def test_tie_matches_for_random_against_other_methods():
+    assert verdict(sweep(+2.0, seeds=range(8)), "random_matches") == ["holds"]
+
+
+def test_random_clearly_worse_fails():
+    df = sweep(+2.0)
+    df.loc[(df.method == "el2n") & (df.alpha > 0), "final_acc"] += 3.0
+    assert verdict(df, "random_matches") == ["fails"]
+
+
+def test_one_failing_cell_fails_the_claim_and_is_named():
+    df = sweep(+2.0)
+    df.loc[(df.method == "el2n") & (df.fraction == 0.5) & (df.alpha > 0), "final_acc"] -= 4.0
+    table, _ = claims.verdicts(df, claims=["kd_improves"])
+    assert table["deciding_cells"].iloc[0].startswith("el2n f=0.5")
+
+
+def test_unlike_runs_are_not_pooled():
+    other = sweep(-2.0).assign(**{"train.epochs": 30})
+    assert sorted(verdict(pd.concat([sweep(+2.0), other]), "kd_improves")) == ["fails", "holds"]
+
+
+def test_benjamini_hochberg_spares_no_cell():
+    # 20 cells: 19 with no gain and one with a modest one; its uncorrected p is below 0.05, its q is not
+    rng = np.random.default_rng(1)
+    cells = []
+    for i in range(20):
+        gain = 0.6 if i == 0 else 0.0
+        cells.append(claims.Cell(f"c{i}", "greater", pd.Series(gain + rng.normal(0, 0.5, 6)), {}))
+    out = claims.decide(cells, claims.ClaimConfig(margin=0.0))
+    assert out.loc[0, "p_hold"] < 0.05 and out.loc[0, "q_hold"] > 0.05
+
+
+def test_half_with_kd_matching_full_data_holds():
+    df = runs([("random", 1.0, 0.0, None, 95.0), ("random", 0.5, 0.5, "t", 95.1)], seeds=range(6))
+    assert verdict(df, "half_beats_full") == ["holds"]
+
+
+def test_half_with_kd_far_below_full_data_fails():
+    df = runs([("random", 1.0, 0.0, None, 95.0), ("random", 0.5, 0.5, "t", 92.0)], seeds=range(6))
+    assert verdict(df, "half_beats_full") == ["fails"]
+
+
+def test_larger_teacher_that_helps_fails_claim_four():
+    df = runs([("random", 0.1, 0.5, "convnet_small", 80.0), ("random", 0.1, 0.5, "convnet_large", 84.0)])
+    assert verdict(df, "small_teacher") == ["fails"]
+
+
+def test_larger_teacher_that_ties_holds_claim_four():
+    df = runs([("random", 0.1, 0.5, "convnet_small", 80.0), ("random", 0.1, 0.5, "convnet_large", 80.0)],
+              seeds=range(6))
+    assert verdict(df, "small_teacher") == ["holds"]
+
+
+def test_more_teacher_data_helps_holds_claim_five():
+    df = runs([("random", 0.1, 0.5, "t", 80.0, 0.25), ("random", 0.1, 0.5, "t", 82.0, 0.5),
+               ("random", 0.1, 0.5, "t", 84.0, 1.0)])
+    assert verdict(df, "teacher_data") == ["holds"]
+
+
+def test_best_alpha_growing_as_f_shrinks_holds_claim_three():
+    # at f = 0.1 the best alpha is 0.9, at f = 0.5 it is 0.3, at f = 1 it is 0.3
+    peak = {0.1: 0.9, 0.5: 0.3, 1.0: 0.3}
+    cells = [("random", f, a, "t" if a else None, 90 - 10 * abs(a - peak[f])) for f in peak for a in (0, 0.3, 0.6, 0.9)]
+    assert verdict(runs(cells, noise=0.05), "alpha_grows") == ["holds"]
+
+
+def test_claim_no_store_can_test_is_inconclusive():
+    assert verdict(sweep(+2.0), "teacher_data") == ["inconclusive"]
+
+
+def test_verdict_names_dataset_model_budget_and_seeds():
+    row = claims.verdicts(sweep(+2.0), claims=["kd_improves"])[0].iloc[0]
+    assert (row["dataset"], row["model"], row["teacher"], row["budget"], row["seeds"]) == (
+        "digits", "convnet_small", "t", "epochs (15 epochs)", "5")
+
+
+def test_bad_margin_is_named():
+    with pytest.raises(ValueError, match="margin must be a number >= 0"):
+        claims.ClaimConfig(margin=-1)
+
+
+def frontier_table():
+    # full data 90; without KD within 1 point down to f = 0.5, with KD down to f = 0.3
+    cells = [("random", 1.0, 0.0, None, 90.0), ("random", 1.0, 0.5, "t", 90.5),
+             ("random", 0.5, 0.0, None, 89.5), ("random", 0.5, 0.5, "t", 89.8),
+             ("random", 0.3, 0.0, None, 87.0), ("random", 0.3, 0.5, "t", 89.6),
+             ("random", 0.1, 0.0, None, 80.0), ("random", 0.1, 0.5, "t", 85.0)]
+    return claims.frontier(runs(cells, noise=0.05))[0].iloc[0]
+
+
+def test_frontier_without_kd():
+    assert frontier_table()["f_no_kd"] == 0.5
+
+
+def test_frontier_with_kd():
+    assert frontier_table()["f_kd"] == 0.3
+
+
+def test_frontier_data_saved_by_kd():
+    assert frontier_table()["saved_by_kd"] == pytest.approx(0.2)
+
+
+def test_theory_statements_hold_in_the_baseline_regime():
+    from kdlib import theory as th
+
+    base = th.Toy(d=10, n=100, lam=10.0, lam_t=10.0)
+    table, _ = claims.theory_verdicts(base, {"baseline": {}}, [0.2, 0.5, 1.0], [0.3, 1.0], 0.2, draws=8)
+    assert dict(zip(table["claim"], table["verdict"])) == {
+        "theory_alpha_grows": "holds", "theory_teacher_data": "holds", "theory_kd_improves": "holds"}
