@@ -453,7 +453,9 @@ def verdicts(df: pd.DataFrame, cfg: Optional[ClaimConfig] = None, claims: Option
             decided = decide(cells, ccfg)
             ctx = describe_context(ctx_rows, notes)
             rows.append(_summarise(name, decided, ctx, ccfg, claim.unit))
-            all_cells.append(decided.assign(claim=name, **{k: ctx[k] for k in ("dataset", "model", "setting_id")}))
+            context = f"[{ctx['setting_id']}] {ctx['dataset']}, {ctx['model']}, T={ctx['teacher']}, {ctx['notes']}"
+            all_cells.append(decided.assign(claim=name, context=context[:70],
+                                            **{k: ctx[k] for k in ("dataset", "model", "setting_id")}))
             found = True
         if not found:
             rows.append({"claim": name, "statement": claim.statement, "verdict": "inconclusive", "cells": 0,
@@ -506,7 +508,7 @@ def theory_verdicts(base, regimes: Mapping[str, Mapping], fs: Sequence[float], f
         decided = decide(cells, replace(cfg, margin=0.0))
         rows.append(_summarise("theory_kd_improves", decided, ctx | {"setting_id": ""}, replace(cfg, margin=0.0),
                                "relative risk reduction"))
-        all_cells.append(decided.assign(claim="theory_kd_improves", regime=r.regime))
+        all_cells.append(decided.assign(claim="theory_kd_improves", regime=r.regime, context=r.regime))
     return pd.DataFrame(rows), pd.concat(all_cells, ignore_index=True) if all_cells else pd.DataFrame()
 
 

@@ -21,9 +21,9 @@ from .validate import check_positive
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ("theory_toy", "pruning_sweep", "alpha_vs_factor", "teacher_capacity", "teacher_fraction",
-             "noisy_labels", "imagenet", "browse_results")
+             "noisy_labels", "imagenet", "claims", "browse_results")
 PROFILES = ("quick", "cpu", "paper")
-READS_WHOLE_STORE = ("browse_results",)  # notebooks whose output depends on every record in the store
+READS_WHOLE_STORE = ("claims", "browse_results")  # notebooks whose output depends on every record in the store
 
 
 def output_dir(profile: str, out_dir: Optional[str] = None, name: Optional[str] = None) -> Path:

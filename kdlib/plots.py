@@ -1,14 +1,23 @@
-"""Figures drawn from run tables with seaborn; every figure is saved as PNG and PDF."""
+"""Figures drawn from run tables with matplotlib and seaborn; every figure is saved as PNG and PDF.
+
+One line-style convention everywhere (figures here and the results browser): **no KD is a solid line, KD a dashed
+one** (``NO_KD_STYLE``, ``KD_STYLE``); several KD weights are told apart by shade, never averaged together. Bands
+and error bars are one standard deviation over seeds unless a caption says otherwise. seaborn is imported inside
+the functions that use it, so importing this module stays cheap.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Optional
 
 import matplotlib
-
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
-import seaborn as sns
+
+NO_KD_STYLE = "-"
+KD_STYLE = "--"
+VERDICT_COLOURS = {"holds": "#1a9850", "fails": "#d73027", "inconclusive": "#969696"}
 
 
 def save_figure(fig: matplotlib.figure.Figure, out_dir: str | Path, name: str) -> list[Path]:
@@ -21,22 +30,180 @@ def save_figure(fig: matplotlib.figure.Figure, out_dir: str | Path, name: str) -
     return paths
 
 
-def accuracy_vs_fraction(df: pd.DataFrame, value: str = "final_acc", hue: str = "method",
-                         title: Optional[str] = None) -> matplotlib.figure.Figure:
-    """Test accuracy against the kept fraction, one line per ``hue``, solid without KD and dashed with it;
-    points are means over seeds and bands one standard deviation."""
-    d = df[df["status"] == "done"].copy()
-    d["KD"] = d["alpha"].map(lambda a: f"KD (alpha={a:g})" if a > 0 else "no KD")
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    sns.lineplot(data=d, x="fraction", y=value, hue=hue, style="KD", markers=True, errorbar="sd",
-                 err_style="band", ax=ax, style_order=sorted(d["KD"].unique(), key=lambda s: s != "no KD"))
-    ax.set_xscale("log")
+def _refuse_pooling(d: pd.DataFrame, columns: tuple[str, ...], figure: str) -> None:
+    """A figure that does not show a parameter must not average over it: a ValueError naming the column."""
+    for col in columns:
+        if col in d and d[col].dropna().nunique() > 1:
+            raise ValueError(f"{figure} would average over {col} ({sorted(map(str, d[col].dropna().unique()))}); "
+                             f"select one {col} first")
+
+
+def accuracy_vs_fraction(df: pd.DataFrame, value: str = "final_acc", reference: str = "random",
+                         title: Optional[str] = None, ncols: int = 3) -> matplotlib.figure.Figure:
+    """Small multiples of test accuracy against the kept fraction: one panel per method, no KD solid and KD dashed
+    (one line per alpha, darker for larger alpha, never pooled), the ``reference`` method's curves faint grey in
+    every other panel. Points are means over seeds, bands one standard deviation; the f = 1 runs (the full data,
+    the same for every method) end every panel's curves."""
+    d = df[(df["status"] == "done") & df[value].notna()]
+    _refuse_pooling(d[d["alpha"] > 0], ("teacher", "teacher_fraction", "tau"), "accuracy_vs_fraction")
+    _refuse_pooling(d, ("dataset", "model", "label_noise"), "accuracy_vs_fraction")
+    methods = sorted(d.loc[d["fraction"] < 1, "method"].unique(), key=lambda m: (m != reference, m)) or [reference]
+    alphas = sorted(a for a in d["alpha"].unique() if a > 0)
+    shades = plt.get_cmap("Oranges")(np.linspace(0.55, 0.95, max(1, len(alphas))))
+    styles = [(0.0, "no KD", "#08306b", NO_KD_STYLE)] + [(a, f"KD, alpha={a:g}", shades[i], KD_STYLE)
+                                                        for i, a in enumerate(alphas)]
+    ncols = max(1, min(ncols, len(methods)))
+    nrows = -(-len(methods) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.7 * ncols + 0.6, 3.0 * nrows + 0.9), sharex=True,
+                             sharey=True, squeeze=False)
     fr = sorted(d["fraction"].unique())
-    ax.set_xticks(fr, [f"{f:g}" for f in fr])
+
+    def curves(ax, rows: pd.DataFrame, faint: bool) -> None:
+        for a, lab, colour, ls in styles:
+            g = rows[rows["alpha"] == a].groupby("fraction")[value].agg(["mean", "std"])
+            if g.empty:
+                continue
+            if faint:
+                ax.plot(g.index, g["mean"], ls=ls, color="0.6", lw=1.0, alpha=0.8, zorder=1)
+                continue
+            ax.plot(g.index, g["mean"], ls=ls, marker="o", ms=3.5, color=colour, lw=1.8, label=lab, zorder=3)
+            ax.fill_between(g.index, g["mean"] - g["std"].fillna(0), g["mean"] + g["std"].fillna(0), color=colour,
+                            alpha=0.15, lw=0, zorder=2)
+
+    for ax, m in zip(axes.flat, methods):
+        full = d["fraction"] == 1.0
+        if m != reference:
+            curves(ax, d[(d["method"] == reference) | full], faint=True)
+        mine = d[(d["method"] == m) | full]
+        curves(ax, mine, faint=False)
+        n = mine.loc[mine["fraction"] < 1, "seed"].nunique()
+        ax.set_title(f"{m} ({n} seeds)", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.set_xscale("log")
+        ax.set_xticks(fr, [f"{f:g}" for f in fr], fontsize=8)
+        ax.minorticks_off()
+    for ax in axes.flat[len(methods):]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test accuracy (%)" + (" [final epoch]" if value == "final_acc" else ""), fontsize=9)
+    for ax in axes[-1, :]:
+        ax.set_xlabel("kept fraction f", fontsize=9)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if len(methods) > 1:
+        handles.append(matplotlib.lines.Line2D([], [], color="0.6", lw=1.0))
+        labels.append(f"{reference} (reference; same styles)")
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=9, frameon=False)
+    fig.suptitle((title + "\n" if title else "") + "mean and sd over seeds; no KD solid, KD dashed", fontsize=11)
+    fig.tight_layout(rect=(0, 0.06 if nrows > 1 else 0.1, 1, 1))
+    return fig
+
+
+def kd_gain_heatmap(gain: pd.DataFrame, q: float = 0.05, title: Optional[str] = None,
+                    label: str = "KD gain over no KD (points)") -> matplotlib.figure.Figure:
+    """Method x kept fraction heatmap of a paired gain (``report.paired_difference``/``gain_over_baseline``
+    table with method, fraction, mean_diff and q), one panel per alpha when the table has several. Cells with a
+    Benjamini-Hochberg q below ``q`` are marked with a star; the number is the mean gain over seeds."""
+    g = gain.copy()
+    if "alpha" not in g:
+        g["alpha"] = np.nan
+    panels = sorted(g["alpha"].unique(), key=lambda a: (np.isnan(a), a))
+    lim = max(1e-6, float(np.nanmax(np.abs(g["mean_diff"].to_numpy(dtype=float)))) if len(g) else 1.0)
+    methods = sorted(g["method"].unique())
+    fr = sorted(g["fraction"].unique())
+    fig, axes = plt.subplots(1, len(panels), figsize=(0.9 * len(fr) * len(panels) + 2.8, 0.42 * len(methods) + 2.0),
+                             squeeze=False, layout="constrained")
+    for ax, a in zip(axes[0], panels):
+        sub = g[g["alpha"] == a] if not (isinstance(a, float) and np.isnan(a)) else g
+        mean = sub.pivot_table(index="method", columns="fraction", values="mean_diff").reindex(methods)[fr]
+        sig = sub.pivot_table(index="method", columns="fraction", values="q").reindex(methods)[fr] < q
+        im = ax.imshow(mean.to_numpy(dtype=float), cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+        for i in range(len(methods)):
+            for j in range(len(fr)):
+                v = mean.iloc[i, j]
+                if np.isfinite(v):
+                    ax.text(j, i, f"{v:+.1f}" + ("*" if sig.iloc[i, j] else ""), ha="center", va="center",
+                            fontsize=8, color="white" if abs(v) > 0.6 * lim else "black")
+        ax.set_xticks(range(len(fr)), [f"{f:g}" for f in fr], fontsize=8)
+        ax.set_yticks(range(len(methods)), methods if ax is axes[0][0] else [""] * len(methods), fontsize=8)
+        ax.set_xlabel("kept fraction f", fontsize=9)
+        ax.set_title(f"alpha = {a:g}" if isinstance(a, float) and not np.isnan(a) else "", fontsize=10)
+    fig.colorbar(im, ax=axes[0].tolist(), label=label, shrink=0.9)
+    fig.suptitle((title + "\n" if title else "") + f"* : Benjamini-Hochberg q < {q:g} (paired t-test over seeds)",
+                 fontsize=10)
+    return fig
+
+
+def claim_cells(cells: pd.DataFrame, margin: float = 0.0, unit: str = "points",
+                title: Optional[str] = None) -> matplotlib.figure.Figure:
+    """A forest plot of a claim's cells (``kdlib.claims.verdicts``' cell table): the mean paired difference and its
+    95% t-interval per cell, coloured by the cell's verdict, with zero (solid) and +-``margin`` (dotted)."""
+    c = cells.reset_index(drop=True)
+    label = c["cell"] if "context" not in c else c["context"] + " | " + c["cell"]
+    fig, ax = plt.subplots(figsize=(7.5, 0.28 * len(c) + 1.6))
+    y = np.arange(len(c))[::-1]
+    for v, colour in VERDICT_COLOURS.items():
+        s = c["verdict"] == v
+        if s.any():
+            lo = (c.loc[s, "mean"] - c.loc[s, "ci_lo"]).fillna(0).clip(lower=0)
+            hi = (c.loc[s, "ci_hi"] - c.loc[s, "mean"]).fillna(0).clip(lower=0)
+            ax.errorbar(c.loc[s, "mean"], y[s.to_numpy()], xerr=[lo, hi], fmt="o", color=colour, capsize=2,
+                        ms=4, label=f"cell {v} ({int(s.sum())})")
+    ax.axvline(0, color="black", lw=0.8)
+    if margin > 0:
+        for x in (-margin, margin):
+            ax.axvline(x, color="black", lw=0.8, ls=":")
+    ax.set_yticks(y, label, fontsize=7)
+    ax.set_xlabel(f"paired difference ({unit}): mean and 95% t-interval over seeds", fontsize=9)
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(fontsize=8, loc="best")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def frontier(table: pd.DataFrame, title: Optional[str] = None) -> matplotlib.figure.Figure:
+    """How far can I prune: per method (and context), the smallest kept fraction within the tolerance of the
+    full-data no-KD model, without KD (open circle) and with KD at the best alpha (filled), each with the range the
+    seeds allow (from the safe to the hopeful estimate) and an arrow for the data KD saves."""
+    t = table.reset_index(drop=True)
+    lab = t["method"] + ("" if t["setting_id"].nunique() <= 1 else " [" + t["setting_id"] + ", " + t["teacher"] + "]")
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(t) + 1.8))
+    y = np.arange(len(t))[::-1]
+    for tag, dy, style in (("no_kd", 0.12, dict(mfc="white", color="#08306b", label="no KD")),
+                           ("kd", -0.12, dict(color="#e6550d", label="KD at the best alpha"))):
+        x = t[f"f_{tag}"].to_numpy(dtype=float)
+        lo = t[f"f_{tag}_hopeful"].to_numpy(dtype=float)
+        hi = t[f"f_{tag}_safe"].to_numpy(dtype=float)
+        xerr = [np.nan_to_num(x - lo), np.nan_to_num(hi - x)]
+        ax.errorbar(x, y + dy, xerr=np.clip(xerr, 0, None), fmt="o", capsize=3, ms=7, **style)
+    for yi, (a, b) in zip(y, zip(t["f_no_kd"], t["f_kd"])):
+        if np.isfinite(a) and np.isfinite(b) and b < a:
+            ax.annotate("", xy=(b, yi), xytext=(a, yi), arrowprops=dict(arrowstyle="->", color="0.4"))
+            ax.text(np.sqrt(a * b), yi + 0.25, f"saves {a - b:.0%}", ha="center", fontsize=7, color="0.3")
+    ax.set_xscale("log")
+    fr = sorted(set(t[["f_no_kd", "f_kd"]].stack().dropna()) | {1.0})
+    ax.set_xticks(fr, [f"{f:g}" for f in fr], fontsize=8)
     ax.minorticks_off()
-    ax.set_xlabel("fraction of training data kept (f)")
-    ax.set_ylabel("test accuracy (%)" + (" [final epoch]" if value == "final_acc" else ""))
-    return _finish(fig, ax, title)
+    ax.set_yticks(y, lab, fontsize=8)
+    ax.set_xlabel(f"smallest kept fraction f within {t['tolerance'].iloc[0]:g} point(s) of the full data without KD"
+                  "\n(bars: from the hopeful to the safe estimate over seeds)", fontsize=9)
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(fontsize=8, loc="best")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def message_figure(message: str, title: Optional[str] = None) -> matplotlib.figure.Figure:
+    """A small figure that states why there is nothing to draw (instead of an empty or broken one)."""
+    fig, ax = plt.subplots(figsize=(6, 1.6))
+    ax.axis("off")
+    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=10, wrap=True)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig
 
 
 def _finish(fig: matplotlib.figure.Figure, ax: matplotlib.axes.Axes, title: Optional[str]) -> matplotlib.figure.Figure:
@@ -65,7 +232,7 @@ def alpha_heatmaps(df: pd.DataFrame, value: str = "final_acc", methods: Optional
     """One heatmap per method over (fraction, alpha): colour is the seed-mean ``value`` minus that fraction's
     alpha = 0 mean (the KD gain, points), the number in each cell is the mean accuracy, the boxed cell is the
     fraction's best alpha."""
-    import numpy as np
+    import seaborn as sns
     from matplotlib.patches import Rectangle
 
     d = df[df["status"] == "done"]
@@ -98,9 +265,9 @@ def alpha_heatmaps(df: pd.DataFrame, value: str = "final_acc", methods: Optional
 def best_alpha_vs_fraction(best: pd.DataFrame, rules: Optional[dict] = None, default_rule=None,
                            title: Optional[str] = None) -> matplotlib.figure.Figure:
     """Best alpha (argmax of the seed-mean accuracy) against f per method, with the 5-95% bootstrap interval
-    over seeds as error bars, the fitted rules (solid, same colour) and the default rule (dashed grey).
+    over seeds as error bars, the fitted rules (solid, same colour) and the default rule (dotted grey).
     ``best`` is a ``kdlib.alpha_rule.best_alpha`` table; ``rules`` maps method -> AlphaRule."""
-    import numpy as np
+    import seaborn as sns
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     methods = sorted(best["method"].unique())
@@ -118,7 +285,7 @@ def best_alpha_vs_fraction(best: pd.DataFrame, rules: Optional[dict] = None, def
     if rules and "*" in rules:
         ax.plot(grid, rules["*"].evaluate(grid), color="black", lw=1.5, label="all methods: fitted rule")
     if default_rule is not None:
-        ax.plot(grid, default_rule.evaluate(grid), color="grey", ls="--", lw=1.2, label="default rule (heuristic)")
+        ax.plot(grid, default_rule.evaluate(grid), color="grey", ls=":", lw=1.4, label="default rule (heuristic)")
     _log_fraction_axis(ax, fr)
     ax.set_ylim(-0.05, 1.05)
     ax.set_ylabel("best alpha")
@@ -129,6 +296,8 @@ def accuracy_vs_alpha(df: pd.DataFrame, value: str = "final_acc", hue: str = "me
                       title: Optional[str] = None) -> matplotlib.figure.Figure:
     """``value`` against alpha, one panel per ``col`` value and one line per ``hue``; means over seeds, bands
     one standard deviation."""
+    import seaborn as sns
+
     d = df[df["status"] == "done"]
     cols = sorted(d[col].unique())
     fig, axes = plt.subplots(1, len(cols), figsize=(3.6 * len(cols) + 1.5, 3.8), squeeze=False, sharey=False)
@@ -151,9 +320,11 @@ def kd_against(df: pd.DataFrame, x: str, gain: pd.DataFrame, value: str = "final
                xlabel: Optional[str] = None, logx: bool = False, xticklabels: Optional[dict] = None,
                title: Optional[str] = None) -> matplotlib.figure.Figure:
     """Two panels against ``x`` (e.g. teacher size or teacher data fraction), one line per ``hue``: left the KD
-    students' ``value`` (mean, sd band) with each hue's no-KD baseline dashed; right the paired gain over the
+    students' ``value`` (mean, sd band; dashed, the KD style) with each hue's no-KD baseline as a solid line; right the paired gain over the
     no-KD student (``gain``: a ``kdlib.report.gain_over_baseline`` table with ``x``, ``hue``, mean_diff, std), mean
     and sd over seeds (the table's ci95, a t-interval, is very wide with two or three seeds)."""
+    import seaborn as sns
+
     d = df[df["status"] == "done"]
     kd, base = d[d["alpha"] > 0], d[d["alpha"] == 0]
     levels = sorted(d[hue].unique())
@@ -162,12 +333,12 @@ def kd_against(df: pd.DataFrame, x: str, gain: pd.DataFrame, value: str = "final
     for lv in levels:
         k = kd[kd[hue] == lv].groupby(x)[value].agg(["mean", "std"]).reset_index()
         lab = f"{hue} = {lv:g}" if isinstance(lv, float) else f"{hue} = {lv}"
-        a1.plot(k[x], k["mean"], "o-", color=colours[lv], label=f"{lab}, KD")
+        a1.plot(k[x], k["mean"], marker="o", ls=KD_STYLE, color=colours[lv], label=f"{lab}, KD")
         a1.fill_between(k[x], k["mean"] - k["std"].fillna(0), k["mean"] + k["std"].fillna(0), color=colours[lv],
                         alpha=0.15)
         b = base[base[hue] == lv][value]
         if len(b):
-            a1.axhline(b.mean(), color=colours[lv], ls="--", lw=1, label=f"{lab}, no KD")
+            a1.axhline(b.mean(), color=colours[lv], ls=NO_KD_STYLE, lw=1, label=f"{lab}, no KD")
         g = gain[gain[hue] == lv].sort_values(x)
         a2.errorbar(g[x], g["mean_diff"], yerr=g["std"].fillna(0), fmt="o-", capsize=3, color=colours[lv],
                     label=lab)
@@ -195,6 +366,8 @@ def noisy_share_vs_fraction(share: pd.DataFrame, noise_rate: float, title: Optio
     """Share of kept samples whose label is corrupted against f, one line per method (mean, sd band over seeds),
     with the injected noise rate dotted: above it a method favours noisy samples, below it avoids them.
     ``share`` has columns method, fraction, seed, share."""
+    import seaborn as sns
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
     sns.lineplot(data=share, x="fraction", y="share", hue="method", marker="o", errorbar="sd", ax=ax,
                  hue_order=sorted(share["method"].unique()))
