@@ -7,6 +7,12 @@ standard deviation over seeds) as a PNG in an ``Image`` widget and a table in an
 value redraws both. It is usable headless: set ``browser.widgets[name].value`` and read ``filtered()``,
 ``plotted`` (the rows last drawn) and ``table`` (the frame last shown). Filter values are labels: numbers as
 ``f"{v:g}"`` (``"0.1"``), missing values (no teacher) as ``"none"``.
+
+The plot never averages over a parameter it does not show: when the plotted runs differ in a setting other than
+the colour and KD (a second dataset, alpha, teacher, recipe...), each line is split by it (and says so in the
+legend); with more than ``MAX_LINES`` lines the plot is refused with a message naming what to select. Lines follow
+``kdlib.plots``: no KD solid, KD dashed. Tables hide the columns that hold one value (listed above them).
+Importing this module loads neither torch, seaborn nor scipy, so the widgets appear fast.
 """
 from __future__ import annotations
 
@@ -15,9 +21,7 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib.pyplot as plt
 import pandas as pd
-import seaborn as sns
 
 from .store import Store
 
@@ -25,7 +29,12 @@ FILTERS = ("dataset", "model", "method", "fraction", "alpha", "teacher", "teache
 HUES = ("method", "alpha", "teacher", "model", "teacher_fraction", "label_noise", "dataset", "kd")
 VALUES = ("final_acc", "best_acc")
 SUMMARY_BY = ("dataset", "model", "teacher", "teacher_fraction", "label_noise", "method", "alpha", "fraction")
+# settings a line could silently pool over besides the filters: the KD temperature and loss, the training recipe
+SPLIT_EXTRA = ("tau", "kd_loss", "class_balanced", "alpha_rule")
+MAX_LINES = 12
 NONE = "none"
+HINT = ("<small>Filters: no selection = all values; ctrl/cmd-click or shift-click selects several; "
+        "<b>clear filters</b> selects none.</small>")
 
 
 def label(value: object) -> str:
@@ -65,7 +74,7 @@ class ResultsBrowser:
         w: dict[str, W.Widget] = {}
         for col in self.filters:
             w[col] = W.SelectMultiple(options=self._options(col), value=(), description=col,
-                                      rows=min(6, max(2, len(self._options(col)))),
+                                      rows=min(10, max(2, len(self._options(col)))),
                                       layout=W.Layout(width="170px"), style={"description_width": "initial"})
         hues = [h for h in HUES if h in self.df.columns] or ["method"]
         w["hue"] = W.Dropdown(options=hues, value=hue if hue in hues else hues[0], description="colour")
@@ -73,6 +82,8 @@ class ResultsBrowser:
                                 description="value")
         w["table_kind"] = W.ToggleButtons(options=["summary", "runs"], value="summary", description="table")
         w["reload"] = W.Button(description="reload store", disabled=isinstance(source, pd.DataFrame))
+        w["clear"] = W.Button(description="clear filters")
+        w["hint"] = W.HTML(HINT)
         w["count"] = W.HTML()
         # an Image, not an Output widget: headless runners (nbclient) mimic Output widgets by sending comm messages
         # on the shell channel, which can swallow the cell's execute reply and stall papermill (nbclient #312)
@@ -83,6 +94,7 @@ class ResultsBrowser:
         for name in self.filters + ["hue", "value", "table_kind"]:
             w[name].observe(self._on_change, names="value")
         w["reload"].on_click(lambda _: self.reload())
+        w["clear"].on_click(lambda _: self.clear())
         self.update()
 
     # --- data ----------------------------------------------------------------------------------------------
@@ -90,7 +102,7 @@ class ResultsBrowser:
         if isinstance(self.source, pd.DataFrame):
             df = self.source.copy()
         else:
-            from .study import load_records
+            from .records import load_records
 
             df = load_records(self.source)
         if "status" not in df.columns:
@@ -134,6 +146,16 @@ class ResultsBrowser:
         if not getattr(self, "_updating", False):
             self.update()
 
+    def clear(self) -> None:
+        """Empties every filter (all runs show) and redraws once."""
+        self._updating = True
+        try:
+            for col in self.filters:
+                self.widgets[col].value = ()
+        finally:
+            self._updating = False
+        self.update()
+
     def update(self) -> None:
         """Recomputes the filtered records and redraws the plot and the table."""
         f = self.filtered()
@@ -146,23 +168,60 @@ class ResultsBrowser:
                                        f"{len(f) - n_done} failed); {len(self.plotted)} plotted")
         self.widgets["table"].value = self._html(self.table)
         self.figure = None
+        split = self.split_columns(self.plotted, hue)
+        lines = self._line_keys(self.plotted, hue, split)
         if self.plotted.empty:
-            self.widgets["message"].value = "no finished runs match the filters"
-            self.widgets["plot"].value = b""
+            self._no_plot("no finished runs match the filters: clear a filter or pick other values")
+        elif lines.nunique() > MAX_LINES:
+            self._no_plot(f"{lines.nunique()} lines: the runs differ in {', '.join(split)} as well as {hue}; "
+                          f"select fewer values of {', '.join(split)} (or colour by one of them) to draw them")
         else:
-            self.widgets["message"].value = ""
-            self.figure = self._draw(self.plotted, value, hue)
+            import matplotlib.pyplot as plt
+
+            self.widgets["message"].value = (f"lines split by {', '.join(split)} (not averaged over)" if split
+                                             else "")
+            self.figure = self._draw(self.plotted.assign(_line=lines), value, hue, split)
             png = io.BytesIO()
             self.figure.savefig(png, format="png", dpi=100)
             plt.close(self.figure)
             self.widgets["plot"].value = png.getvalue()
+            self.widgets["plot"].layout.display = None
+
+    def _no_plot(self, message: str) -> None:
+        """No image (not a broken one): the plot is hidden and the message says why."""
+        self.widgets["message"].value = f"<b>{message}</b>"
+        self.widgets["plot"].value = b""
+        self.widgets["plot"].layout.display = "none"
+
+    def split_columns(self, d: pd.DataFrame, hue: str) -> list[str]:
+        """Settings other than the colour, f and KD on/off in which the plotted runs differ (for KD settings, among
+        the KD runs only: a no-KD run has no teacher)."""
+        kd = d[d["alpha"].fillna(0) > 0] if "alpha" in d else d
+        cols = [c for c in (*SUMMARY_BY, *SPLIT_EXTRA) if c != "fraction"]
+        cols += sorted(c for c in d.columns if c.startswith("train."))
+        out = []
+        for c in cols:
+            if c == hue or c not in d:
+                continue
+            rows = kd if c in ("alpha", "teacher", "teacher_fraction", "tau", "kd_loss", "alpha_rule") else d
+            if rows[c].map(label).nunique() > 1:
+                out.append(c)
+        return out
+
+    @staticmethod
+    def _line_keys(d: pd.DataFrame, hue: str, split: Sequence[str]) -> pd.Series:
+        """The label of each run's line: its colour value, then the values of the split columns."""
+        keys = d[hue].map(label) if hue in d else pd.Series("all", index=d.index)
+        for c in split:
+            keys = keys + ", " + c + "=" + d[c].map(label)
+        return keys
 
     def _table(self, f: pd.DataFrame, value: str) -> pd.DataFrame:
         if self.widgets["table_kind"].value == "runs":
-            cols = [c for c in ("key", "status", *SUMMARY_BY, "seed", value, "teacher_acc", "n_train", "noisy_kept",
-                                "alpha_rule", "error") if c in f.columns]
-            return f[cols].sort_values([c for c in SUMMARY_BY if c in cols] + ["seed"], na_position="first",
-                                       key=lambda s: s.map(_sort_key)).reset_index(drop=True)
+            keys = [c for c in (*SUMMARY_BY, "seed") if c in f.columns]
+            cols = [c for c in (*keys, value, "status", "teacher_acc", "n_train", "noisy_kept", "alpha_rule", "error",
+                                "key") if c in f.columns]
+            return f[cols].sort_values(keys, na_position="first", key=lambda s: s.map(_sort_key)).reset_index(drop=True)
         done = f[f["status"] == "done"]
         by = [c for c in SUMMARY_BY if c in done.columns]
         if done.empty or value not in done:
@@ -171,19 +230,40 @@ class ResultsBrowser:
         return out.sort_values(by, key=lambda s: s.map(_sort_key)).reset_index(drop=True)
 
     def _html(self, table: pd.DataFrame) -> str:
-        more = f"<p>first {self.max_rows} of {len(table)} rows</p>" if len(table) > self.max_rows else ""
-        return more + table.head(self.max_rows).to_html(index=False, float_format=lambda v: f"{v:.2f}",
-                                                        na_rep="", border=0)
+        """The table without its single-valued columns (named above it), at most ``max_rows`` rows."""
+        keep = ("mean", "std", "n", "status", "final_acc", "best_acc")
+        fixed = [c for c in table.columns if c not in keep and len(table) > 1 and table[c].map(label).nunique() == 1]
+        shown = table.drop(columns=fixed)
+        head = ""
+        if fixed:
+            head = "<p><small>same in every row: " + ", ".join(f"{c} = {label(table[c].iloc[0])}" for c in fixed) + \
+                   "</small></p>"
+        if len(shown) > self.max_rows:
+            head += f"<p>first {self.max_rows} of {len(shown)} rows (filter to see the rest)</p>"
+        return head + shown.head(self.max_rows).to_html(index=False, float_format=lambda v: f"{v:.2f}", na_rep="",
+                                                        border=0)
 
     @staticmethod
-    def _draw(d: pd.DataFrame, value: str, hue: str):
-        d = d.assign(_hue=d[hue].map(label) if hue in d else "all",
-                     _kd=d["alpha"].map(lambda a: "KD" if a > 0 else "no KD") if "alpha" in d else "all")
-        order = sorted(d["_hue"].unique(), key=lambda v: _sort_key(_number(v)))
-        fig, ax = plt.subplots(figsize=(7, 4.2))
-        sns.lineplot(data=d, x="fraction", y=value, hue="_hue", hue_order=order, style="_kd",
-                     style_order=[s for s in ("KD", "no KD", "all") if s in set(d["_kd"])], markers=True,
-                     errorbar="sd", err_style="band", ax=ax)
+    def _draw(d: pd.DataFrame, value: str, hue: str, split: Sequence[str] = ()):
+        """One line per ``_line`` value and KD on/off: no KD solid, KD dashed (``kdlib.plots``); mean and sd band."""
+        import matplotlib.pyplot as plt
+
+        from .plots import KD_STYLE, NO_KD_STYLE
+
+        kd = d["alpha"].fillna(0) > 0 if "alpha" in d else pd.Series(False, index=d.index)
+        lines = sorted(d["_line"].unique(), key=lambda v: tuple(_sort_key(_number(p)) for p in v.split(", ")))
+        colours = plt.get_cmap("tab10" if len(lines) <= 10 else "tab20").colors
+        fig, ax = plt.subplots(figsize=(7.5, 4.4))
+        for i, line in enumerate(lines):
+            for is_kd, ls in ((False, NO_KD_STYLE), (True, KD_STYLE)):
+                g = d[(d["_line"] == line) & (kd == is_kd)].groupby("fraction")[value].agg(["mean", "std"])
+                if g.empty:
+                    continue
+                c = colours[i % len(colours)]
+                ax.plot(g.index, g["mean"], ls=ls, marker="o", ms=4, color=c,
+                        label=f"{line}, {'KD' if is_kd else 'no KD'}")
+                ax.fill_between(g.index, g["mean"] - g["std"].fillna(0), g["mean"] + g["std"].fillna(0), color=c,
+                                alpha=0.12, lw=0)
         fr = sorted(d["fraction"].unique())
         if len(fr) > 1:
             ax.set_xscale("log")
@@ -192,9 +272,9 @@ class ResultsBrowser:
         ax.set_xlabel("fraction of training data kept (f)")
         ax.set_ylabel(f"test accuracy (%) [{value}]")
         ax.grid(alpha=0.3)
-        handles, labels = ax.get_legend_handles_labels()
-        labels = [hue if lab == "_hue" else ("" if lab == "_kd" else lab) for lab in labels]
-        ax.legend(handles, labels, bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
+        ax.legend(title=", ".join([hue, *split]) + " (no KD solid, KD dashed)", bbox_to_anchor=(1.02, 1),
+                  loc="upper left", fontsize=8, title_fontsize=8)
+        ax.set_title("mean and sd over seeds", fontsize=9)
         fig.tight_layout()
         return fig
 
@@ -205,10 +285,11 @@ class ResultsBrowser:
 
         w = self.widgets
         filters = W.HBox([w[c] for c in self.filters], layout=W.Layout(flex_flow="row wrap"))
-        controls = W.HBox([w["value"], w["hue"], w["table_kind"], w["reload"]])
-        table = W.Box([w["table"]], layout=W.Layout(max_height="420px", overflow="auto", width="48%"))
-        plot = W.VBox([w["message"], w["plot"]], layout=W.Layout(width="52%"))
-        return W.VBox([filters, controls, w["count"], W.HBox([plot, table])])
+        controls = W.HBox([w["value"], w["hue"], w["table_kind"], w["clear"], w["reload"]],
+                          layout=W.Layout(flex_flow="row wrap"))
+        table = W.Box([w["table"]], layout=W.Layout(max_height="480px", overflow="auto", width="100%"))
+        plot = W.VBox([w["message"], w["plot"]], layout=W.Layout(width="100%"))
+        return W.VBox([w["hint"], filters, controls, w["count"], plot, table])
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

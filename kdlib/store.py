@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import numpy as np
-import torch
 
 FORMAT_VERSION = 1
 
@@ -181,11 +180,15 @@ class Store:
         return data
 
     def save_state(self, kind: str, key: str, state: dict) -> str:
+        import torch  # here, not at module level: reading records (the browser, claims) needs no torch
+
         buf = io.BytesIO()
         torch.save(state, buf)
         return self.put_blob(kind, key, buf.getvalue(), ".pt")
 
     def load_state(self, kind: str, key: str, sha256: str) -> Optional[dict]:
+        import torch
+
         data = self.get_blob(kind, key, ".pt", sha256)
         return None if data is None else torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 

@@ -16,6 +16,7 @@ from .data import DATASETS, ImageData, load_dataset
 from .distill import KD_LOSSES, make_kd_loss
 from .models import MODELS, build_model
 from .prune import METHODS, ProxyConfig, ScoreContext, budget
+from .records import flatten, load_records  # noqa: F401 (re-exported: kdlib.study.load_records)
 from .store import Store, canonical, config_key
 from .train import TrainConfig, TrainingDiverged, resolve_device, train
 from .validate import check_fraction, check_positive, check_unit_interval, from_plain
@@ -302,22 +303,6 @@ def sweep_grid(base: RunConfig | Mapping[str, Any], methods: Sequence[str], axes
     return configs
 
 
-def flatten(record: dict, requested: Optional[RunConfig] = None) -> dict:
-    """One table row: the requested config's fields (method, teacher... as asked), then results."""
-    cfg = canonical(requested) if requested is not None else record["config"]
-    row = {k: v for k, v in cfg.items() if not isinstance(v, (dict, list))}
-    row.update({f"train.{k}": v for k, v in (cfg.get("train") or {}).items() if not isinstance(v, list)})
-    row["key"] = record["key"]
-    row["status"] = record["status"]
-    res = record.get("result") or {}
-    for k in ("final_acc", "best_acc", "best_epoch", "wall_seconds", "train_seconds", "images_per_sec", "epochs", "steps"):
-        row[k] = res.get(k)
-    for k in ("n_train", "n_full", "noisy_kept", "teacher_acc", "error"):
-        row[k] = record.get(k)
-    row["kd"] = cfg.get("alpha", 0) > 0
-    return row
-
-
 def run_grid(configs: Sequence[RunConfig], store: Store | str, device: str = "auto",
              data_root: Optional[str] = None, progress: bool = True, executor: str = "local",
              workers: Optional[int] = None, address: Optional[str] = None, num_cpus: float = 1,
@@ -376,9 +361,3 @@ def _run_grid_lockstep(study: Study, configs: Sequence[RunConfig], todo: list[in
                         records[i] = rec
                 bar.update(sum(len(c) for c in chunk))
     return pd.DataFrame([flatten(records[i], configs[i]) for i in range(len(configs))])
-
-
-def load_records(store: Store | str) -> pd.DataFrame:
-    """Every run record in the store as a table (one row per distinct run)."""
-    store = store if isinstance(store, Store) else Store(store)
-    return pd.DataFrame([flatten(rec) for rec in store.records("runs")])

@@ -81,7 +81,7 @@ def test_runs_table_hue_and_value_switch():
     b.widgets["hue"].value = "alpha"
     b.widgets["value"].value = "best_acc"
     legend = [t.get_text() for t in b.figure.axes[0].get_legend().get_texts()]
-    assert "0" in legend and "0.5" in legend
+    assert {t.split(",")[0] for t in legend} == {"0", "0.5"}
     assert b.figure.axes[0].get_ylabel().endswith("[best_acc]")
 
 
@@ -99,9 +99,63 @@ def test_browser_reads_and_reloads_a_store(tmp_path):
     b.widgets["reload"].click()
     assert b.widgets["fraction"].value == ("0.2",)  # kept across the reload
     assert sorted(b.plotted.seed) == [0, 1] and set(b.table.fraction) == {0.2}
+    assert "of 3 runs" in b.widgets["count"].value  # the count follows the reload
 
 
 def test_empty_store_and_labels(tmp_path):
     b = ResultsBrowser(tmp_path)
     assert b.plotted.empty and b.table.empty and b.figure is None
     assert label(None) == label(np.nan) == "none" and label(0.10) == "0.1" and label(3) == "3"
+
+
+def test_plot_splits_lines_by_settings_it_does_not_show():
+    b = ResultsBrowser(records())  # two datasets, colour = method: a line per method and dataset, never pooled
+    assert b.split_columns(b.plotted, "method") == ["dataset"]
+    legend = [t.get_text() for t in b.figure.axes[0].get_legend().get_texts()]
+    assert "el2n, dataset=digits, KD" in legend
+
+
+def test_plot_is_refused_when_splitting_would_draw_too_many_lines():
+    df = records().assign(model=[f"m{i % 13}" for i in range(49)])
+    b = ResultsBrowser(df)
+    assert b.figure is None and "select fewer values" in b.widgets["message"].value
+
+
+def test_kd_is_dashed_and_no_kd_solid():
+    b = ResultsBrowser(records())
+    styles = {line.get_label().rsplit(", ", 1)[1]: line.get_linestyle() for line in b.figure.axes[0].get_lines()}
+    assert styles == {"KD": "--", "no KD": "-"}
+
+
+def test_no_match_hides_the_image_instead_of_a_broken_one():
+    b = ResultsBrowser(records())
+    b.widgets["seed"].value = ("2",)  # only the failed run
+    assert b.widgets["plot"].layout.display == "none"
+
+
+def test_clear_button_empties_every_filter():
+    b = ResultsBrowser(records())
+    b.widgets["method"].value = ("el2n",)
+    b.widgets["seed"].value = ("0",)
+    b.widgets["clear"].click()
+    assert all(b.widgets[c].value == () for c in b.filters) and len(b.plotted) == 48
+
+
+def test_multi_selects_show_up_to_ten_rows():
+    df = records().assign(seed=[i % 10 for i in range(49)])
+    assert ResultsBrowser(df).widgets["seed"].rows == 10
+
+
+def test_table_hides_single_valued_columns_and_names_them():
+    b = ResultsBrowser(records())
+    html = b.widgets["table"].value
+    assert "same in every row: model = convnet_small" in html and "<th>model</th>" not in html
+
+
+def test_importing_the_browser_loads_no_torch_seaborn_or_scipy():
+    import subprocess
+    import sys
+
+    code = "import sys, kdlib.browse; print(sorted(m for m in ('torch', 'seaborn', 'scipy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
