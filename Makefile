@@ -10,7 +10,7 @@ STAMP := $(VENV)/.kdlib-installed
 # threads slow down 3-10x whenever another process competes for the cores (measured: a digits run 78 s -> 13.5 s).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: study test test-slow bench install clean-outputs
+.PHONY: study test test-slow test-browser bench install clean-outputs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+# The results browser in JupyterLab, driven in Chromium by Playwright; screenshots in outputs/browser/.
+# Needs the system's Chromium (apt-get install chromium); skipped without it.
+test-browser: $(STAMP)
+	$(PY) -m pip install --no-compile -q -e '.[browser]'
+	$(PY) -m pytest -q -s -m browser tests/test_browser_real.py
 
 bench: $(STAMP)  # OpenMP's default (spinning) waits: the fastest on idle cores, see README 'Speed on shared CPUs'
 	env -u OMP_WAIT_POLICY $(PY) benchmarks/train_throughput.py

@@ -184,8 +184,8 @@ class ResultsBrowser:
             png = io.BytesIO()
             self.figure.savefig(png, format="png", dpi=100)
             plt.close(self.figure)
+            self.widgets["plot"].layout.display = "block"  # before the image: the layout is a message of its own
             self.widgets["plot"].value = png.getvalue()
-            self.widgets["plot"].layout.display = None
 
     def _no_plot(self, message: str) -> None:
         """No image (not a broken one): the plot is hidden and the message says why."""
@@ -230,7 +230,10 @@ class ResultsBrowser:
         return out.sort_values(by, key=lambda s: s.map(_sort_key)).reset_index(drop=True)
 
     def _html(self, table: pd.DataFrame) -> str:
-        """The table without its single-valued columns (named above it), at most ``max_rows`` rows."""
+        """The table without its single-valued columns (named above it), at most ``max_rows`` rows; nothing when
+        empty (the message says why)."""
+        if table.empty:
+            return ""
         keep = ("mean", "std", "n", "status", "final_acc", "best_acc")
         fixed = [c for c in table.columns if c not in keep and len(table) > 1 and table[c].map(label).nunique() == 1]
         shown = table.drop(columns=fixed)
