@@ -10,7 +10,7 @@ STAMP := $(VENV)/.kdlib-installed
 # threads slow down 3-10x whenever another process competes for the cores (measured: a digits run 78 s -> 13.5 s).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: study test test-slow test-browser bench install clean-outputs
+.PHONY: study test test-slow test-browser browse bench install clean-outputs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,14 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+# The results browser as a dashboard without code cells (Voila) on http://127.0.0.1:8866, over the PROFILE's store.
+# Works offline (only Font Awesome's icon CSS is fetched from a CDN; without it the icons are missing).
+browse: $(STAMP)
+	$(PY) -m pip install --no-compile -q -e '.[dashboard]'
+	mkdir -p outputs/$(PROFILE)
+	$(PY) -m papermill --prepare-only notebooks/browse_results.ipynb outputs/$(PROFILE)/browse_dashboard.ipynb -p profile $(PROFILE)
+	$(PY) -m voila outputs/$(PROFILE)/browse_dashboard.ipynb --no-browser --Voila.ip=127.0.0.1 --port=8866
 
 # The results browser in JupyterLab, driven in Chromium by Playwright; screenshots in outputs/browser/.
 # Needs the system's Chromium (apt-get install chromium); skipped without it.

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -106,6 +107,21 @@ def lab(tmp_path):
         log.close()
 
 
+def _offline(page) -> list:
+    """Aborts every request that leaves 127.0.0.1 (the page must work offline); returns the list of those URLs."""
+    blocked = []
+
+    def route(r):
+        if r.request.url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "blob:", "data:")):
+            r.continue_()
+        else:
+            blocked.append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    return blocked
+
+
 def _image_src(page) -> str:
     return page.locator(".widget-image").first.get_attribute("src") or ""
 
@@ -124,6 +140,7 @@ def test_browser_notebook_in_chromium(lab):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1600, "height": 1300})
         page.set_default_timeout(TIMEOUT_MS)
+        blocked = _offline(page)
         page.goto(f"{url}/lab/tree/browse_results.ipynb?token={token}")
         # the kernel is ready when the status bar says so (the execution indicator says idle before a kernel exists)
         page.locator("#jp-main-statusbar").get_by_text("Idle").first.wait_for()
@@ -162,4 +179,54 @@ def test_browser_notebook_in_chromium(lab):
         assert "of 37 runs match" in page.locator(".widget-html-content").filter(has_text="runs match").first.inner_text()
         page.screenshot(path=str(SHOTS / "4_cleared.png"), full_page=True)
         browser.close()
-    print(f"a filter change was redrawn in {redraw_s:.1f} s")
+    print(f"a filter change was redrawn in {redraw_s:.1f} s; requests blocked (offline): {blocked or 'none'}")
+
+
+def test_browser_dashboard_in_voila(tmp_path):
+    """``make browse``: the notebook as a dashboard without code cells (Voila), working offline."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    pytest.importorskip("voila")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set KDLIB_CHROMIUM)")
+    nb = _notebook(tmp_path, _store(tmp_path / "store"))
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+           "OMP_NUM_THREADS": "1"}
+    log = open(tmp_path / "voila.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "voila", str(nb), "--no-browser", "--Voila.ip=127.0.0.1",
+                             f"--port={port}"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/voila/static/", timeout=2)
+                break
+            except urllib.error.HTTPError:
+                break  # the server answers
+            except OSError:
+                if proc.poll() is not None:
+                    pytest.fail("Voila did not start: " + (tmp_path / "voila.log").read_text()[-2000:])
+                time.sleep(0.5)
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1600, "height": 1300})
+            page.set_default_timeout(TIMEOUT_MS)
+            blocked = _offline(page)
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.locator(".widget-select-multiple").first.wait_for()
+            page.wait_for_function("() => { const i = document.querySelector('.widget-image');"
+                                   " return i && (i.getAttribute('src') || '').startsWith('blob:'); }")
+            assert not page.get_by_text("from kdlib.browse import").first.is_visible()  # no code on the page
+            first = _image_src(page)
+            page.locator(".widget-select-multiple", has_text="method").locator("select").select_option(["random"])
+            _wait_for_new_src(page, first)
+            page.screenshot(path=str(SHOTS / "5_voila_dashboard.png"), full_page=True)
+            browser.close()
+        print(f"voila: requests blocked (offline): {blocked or 'none'}")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
