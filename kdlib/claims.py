@@ -53,7 +53,8 @@ KINDS = ("greater", "at_least", "at_most")
 RESULT_COLUMNS = {"key", "status", "final_acc", "best_acc", "best_epoch", "wall_seconds", "train_seconds",
                   "images_per_sec", "epochs", "steps", "n_train", "n_full", "noisy_kept", "teacher_acc", "error", "kd"}
 # columns that never define a setting: what the claims vary, provenance, and speed-only knobs
-RUN_AXES = ("method", "fraction", "alpha", "seed", "score_seed", "alpha_rule", "workers", "eval_batch_size")
+RUN_AXES = ("method", "fraction", "alpha", "seed", "score_seed", "alpha_rule", "workers", "eval_batch_size",
+            "proxy_recipe")  # the scoring proxy belongs to the method (random has none): see prepare
 KD_SIDE = ("teacher", "teacher_fraction", "teacher_recipe", "teacher_checkpoint", "tau", "kd_loss")
 
 
@@ -139,6 +140,10 @@ def prepare(df: pd.DataFrame, value: str = "final_acc") -> pd.DataFrame:
     d["alpha"] = d["alpha"].astype(float)
     d["fraction"] = d["fraction"].astype(float)
     d.loc[d["fraction"] >= 1.0, "method"] = "random"  # every method keeps everything at f = 1
+    if "proxy_recipe" in d:  # a method scored by two proxy recipes is two methods, named apart
+        n_recipes = d.groupby("method")["proxy_recipe"].transform(lambda s: s.dropna().nunique())
+        several = n_recipes > 1
+        d.loc[several, "method"] = d.loc[several, "method"] + " [proxy " + d.loc[several, "proxy_recipe"].fillna("none") + "]"
     setting_cols = sorted(c for c in d.columns if c not in RESULT_COLUMNS and c not in RUN_AXES
                           and c not in KD_SIDE and c not in ("setting", "kd_setting", "kd_weight"))
     kd_cols = [c for c in KD_SIDE if c in d.columns]
@@ -166,6 +171,10 @@ def describe_context(rows: pd.DataFrame, extra: Sequence[str] = ()) -> dict:
     out = {"dataset": one("dataset"), "model": one("model"), "teacher": one("teacher") or "none",
            "budget": rule, "setting_id": hashlib.sha256(rows["setting"].iloc[0].encode()).hexdigest()[:6]}
     notes = []
+    if "teacher_fraction" in rows:
+        kd_ft = rows.loc[rows["alpha"] > 0, "teacher_fraction"].dropna() if "alpha" in rows else rows["teacher_fraction"]
+        if len(kd_ft) and (kd_ft != 1.0).any():
+            notes.append("teacher on f_t = " + ", ".join(f"{v:g}" for v in sorted(kd_ft.unique())))
     if "label_noise" in rows and rows["label_noise"].fillna(0).max() > 0:
         notes.append(f"label noise {one('label_noise', lambda v: f'{v:g}')}")
     if "class_balanced" in rows and rows["class_balanced"].fillna(False).astype(bool).any():
@@ -202,8 +211,8 @@ def decide(cells: Sequence[Cell], cfg: ClaimConfig) -> pd.DataFrame:
             raise ValueError(f"unknown test kind {c.kind!r}; allowed values for 'kind': {', '.join(KINDS)}")
         m = cfg.margin
         hold_at = {"greater": 0.0, "at_least": -m, "at_most": m}[c.kind]
-        t = stats.paired_test(c.diff.to_numpy(), hold_at, confidence=0.95, n_boot=cfg.n_boot, seed=cfg.seed)
-        b_lo, b_hi = stats.bootstrap_ci(c.diff.to_numpy(), conf, cfg.n_boot, cfg.seed)
+        t = stats.paired_test(c.diff.to_numpy(), hold_at, confidence=conf, n_boot=cfg.n_boot, seed=cfg.seed)
+        b_lo, b_hi = t["boot_lo"], t["boot_hi"]
         row = {"cell": c.name, "kind": c.kind, **c.detail, "n": t["n"], "mean": t["mean"], "sd": t["sd"],
                "ci_lo": t["ci_lo"], "ci_hi": t["ci_hi"], "boot_lo": b_lo, "boot_hi": b_hi,
                "p_wilcoxon": t["p_wilcoxon_less"] if c.kind == "at_most" else t["p_wilcoxon_greater"]}
@@ -409,7 +418,7 @@ def _cells_teacher_data(d: pd.DataFrame, cfg: ClaimConfig):
             for lo, hi in zip(fts, fts[1:]):
                 cells.append(Cell(f"{method} f={_label(f)}: f_t {_label(hi)} - {_label(lo)}", "at_least",
                                   _paired(at[hi], at[lo], cfg.value), {"method": method, "fraction": f}))
-        yield g, cells, [f"teacher data fractions {', '.join(_label(x) for x in fts)}"]
+        yield g, cells, []  # describe_context names the teacher data fractions
 
 
 def _cells_half_beats_full(d: pd.DataFrame, cfg: ClaimConfig):
@@ -419,9 +428,9 @@ def _cells_half_beats_full(d: pd.DataFrame, cfg: ClaimConfig):
         ref = full[full["setting"] == setting]
         if ref.empty:
             continue
-        cells = [Cell(f"random f={_label(cfg.half_fraction)} KD at {w} - full no KD", "at_least",
-                      _paired(h, ref, cfg.value), {"kd_weight": w, "teacher": h["teacher"].iloc[0]})
-                 for w, h in g.groupby(["kd_weight", "kd_setting"], sort=True)]
+        cells = [Cell(f"random f={_label(cfg.half_fraction)}, KD at {w}, T={h['teacher'].iloc[0]} - full no KD",
+                      "at_least", _paired(h, ref, cfg.value), {"kd_weight": w, "teacher": h["teacher"].iloc[0]})
+                 for (w, _), h in g.groupby(["kd_weight", "kd_setting"], sort=True)]
         yield pd.concat([g, ref]), cells, ["difference = pruned with KD minus full data without KD"]
 
 
@@ -450,6 +459,9 @@ def verdicts(df: pd.DataFrame, cfg: Optional[ClaimConfig] = None, claims: Option
         ccfg = cfg if claim.margin is None else replace(cfg, margin=claim.margin)
         found = False
         for ctx_rows, cells, notes in claim.cells(d, cfg):
+            cells = [c for c in cells if len(c.diff.dropna())]  # a comparison with no common seed is no cell
+            if not cells:
+                continue
             decided = decide(cells, ccfg)
             ctx = describe_context(ctx_rows, notes)
             rows.append(_summarise(name, decided, ctx, ccfg, claim.unit))
@@ -495,7 +507,8 @@ def theory_verdicts(base, regimes: Mapping[str, Mapping], fs: Sequence[float], f
                  f"largest relative rise of the student's risk at alpha* as f_t grows: {r.student_risk_max_rise:.3g} "
                  f"(tolerance {tol:g}; f = {f_student:g})")):
             rows.append({"claim": name, "statement": THEORY_STATEMENTS[name], **ctx,
-                         "verdict": "holds" if ok else "fails", "cells": 1, "deciding_cells": text, "margin": 0.0,
+                         "verdict": "holds" if ok else "fails", "cells": 1, "cells_holds": int(ok),
+                         "cells_fails": int(not ok), "cells_inconclusive": 0, "deciding_cells": text, "margin": 0.0,
                          "q": math.nan, "unit": "tolerance check"})
         cells = []
         for f in [f for f in fs if f < toy.f_t]:  # at f = f_t the teacher adds nothing: KD is exactly no KD
@@ -545,7 +558,9 @@ def frontier(df: pd.DataFrame, cfg: Optional[ClaimConfig] = None) -> tuple[pd.Da
     kd_groups = {k: g for k, g in d[d["alpha"] > 0].groupby(["setting", "kd_setting"], sort=True)}
     for setting, ref in full.groupby("setting", sort=True):
         runs = d[d["setting"] == setting]
-        kd_keys = [k for k in kd_groups if k[0] == setting] or [(setting, None)]
+        # a KD setting tried at one fraction only (a teacher-size study, say) has no frontier of its own
+        kd_keys = [k for k in kd_groups if k[0] == setting and kd_groups[k]["fraction"].nunique() > 1]
+        kd_keys = kd_keys or [(setting, None)]
         for _, kd_setting in kd_keys:
             kd = kd_groups.get((setting, kd_setting), d.iloc[:0])
             methods = sorted(set(runs.loc[runs["fraction"] < 1, "method"]) | {"random"})

@@ -133,13 +133,14 @@ def kd_gain_heatmap(gain: pd.DataFrame, q: float = 0.05, title: Optional[str] = 
     return fig
 
 
-def claim_cells(cells: pd.DataFrame, margin: float = 0.0, unit: str = "points",
+def claim_cells(cells: pd.DataFrame, margin: float = 0.0, unit: str = "points", level: float = 0.9,
                 title: Optional[str] = None) -> matplotlib.figure.Figure:
     """A forest plot of a claim's cells (``kdlib.claims.verdicts``' cell table): the mean paired difference and its
-    95% t-interval per cell, coloured by the cell's verdict, with zero (solid) and +-``margin`` (dotted)."""
+    t-interval (two-sided at ``level``, 1 - 2q: each side is the one-sided test at q) per cell, coloured by the
+    cell's verdict, with zero (solid) and +-``margin`` (dotted)."""
     c = cells.reset_index(drop=True)
     label = c["cell"] if "context" not in c else c["context"] + " | " + c["cell"]
-    fig, ax = plt.subplots(figsize=(7.5, 0.28 * len(c) + 1.6))
+    fig, ax = plt.subplots(figsize=(10, 0.28 * len(c) + 1.6))
     y = np.arange(len(c))[::-1]
     for v, colour in VERDICT_COLOURS.items():
         s = c["verdict"] == v
@@ -153,7 +154,7 @@ def claim_cells(cells: pd.DataFrame, margin: float = 0.0, unit: str = "points",
         for x in (-margin, margin):
             ax.axvline(x, color="black", lw=0.8, ls=":")
     ax.set_yticks(y, label, fontsize=7)
-    ax.set_xlabel(f"paired difference ({unit}): mean and 95% t-interval over seeds", fontsize=9)
+    ax.set_xlabel(f"paired difference ({unit}): mean and {level:.0%} t-interval over seeds", fontsize=9)
     ax.grid(alpha=0.3, axis="x")
     ax.legend(fontsize=8, loc="best")
     if title:

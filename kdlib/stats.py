@@ -106,10 +106,11 @@ def paired_test(diff: Sequence[float], threshold: float = 0.0, confidence: float
     if n < 2:
         return out
     _, out["ci_lo"], out["ci_hi"] = mean_ci(x, confidence)
-    if out["sd"] == 0:
-        out["p_greater"] = 0.0 if out["mean"] > threshold else 1.0
-        out["p_less"] = 0.0 if out["mean"] < threshold else 1.0
-        out["p_two_sided"] = 1.0 if out["mean"] == threshold else 0.0
+    if out["sd"] <= 1e-12 * max(1.0, abs(out["mean"])):  # no spread: decided by the mean (float noise is a tie)
+        tie = math.isclose(out["mean"], threshold, rel_tol=1e-9, abs_tol=1e-12)
+        out["p_greater"] = 0.0 if out["mean"] > threshold and not tie else 1.0
+        out["p_less"] = 0.0 if out["mean"] < threshold and not tie else 1.0
+        out["p_two_sided"] = 1.0 if tie else 0.0
     else:
         for side, key in (("greater", "p_greater"), ("less", "p_less"), ("two-sided", "p_two_sided")):
             out[key] = float(stats.ttest_1samp(x, threshold, alternative=side).pvalue)

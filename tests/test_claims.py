@@ -175,3 +175,9 @@ def test_theory_statements_hold_in_the_baseline_regime():
     table, _ = claims.theory_verdicts(base, {"baseline": {}}, [0.2, 0.5, 1.0], [0.3, 1.0], 0.2, draws=8)
     assert dict(zip(table["claim"], table["verdict"])) == {
         "theory_alpha_grows": "holds", "theory_teacher_data": "holds", "theory_kd_improves": "holds"}
+
+
+def test_methods_with_and_without_a_proxy_share_a_context():
+    df = sweep(+2.0)
+    df["proxy_recipe"] = np.where(df.method == "el2n", "abcd1234", None)
+    assert verdict(df, "random_matches") != ["inconclusive"] and len(verdict(df, "kd_improves")) == 1

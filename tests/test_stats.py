@@ -85,3 +85,8 @@ def test_report_paired_difference_has_bh_q_values():
     out = report.paired_difference(pd.DataFrame(rows), ["g"], "arm", "t", "c")
     p = [sps.ttest_1samp(X, 0).pvalue, sps.ttest_1samp([0.1, -0.1, 0.05], 0).pvalue]
     assert out["q"].tolist() == pytest.approx(list(sps.false_discovery_control(p)))
+
+
+def test_paired_test_treats_float_noise_around_the_threshold_as_a_tie():
+    t = stats.paired_test([-1e-17, -1e-17, -1e-17])
+    assert (t["p_greater"], t["p_less"]) == (1.0, 1.0)
