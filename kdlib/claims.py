@@ -144,8 +144,10 @@ def prepare(df: pd.DataFrame, value: str = "final_acc") -> pd.DataFrame:
         n_recipes = d.groupby("method")["proxy_recipe"].transform(lambda s: s.dropna().nunique())
         several = n_recipes > 1
         d.loc[several, "method"] = d.loc[several, "method"] + " [proxy " + d.loc[several, "proxy_recipe"].fillna("none") + "]"
+    # what ran (runtime.*: device, threads, versions) does not define a setting, except the resolved precision
     setting_cols = sorted(c for c in d.columns if c not in RESULT_COLUMNS and c not in RUN_AXES
-                          and c not in KD_SIDE and c not in ("setting", "kd_setting", "kd_weight"))
+                          and c not in KD_SIDE and c not in ("setting", "kd_setting", "kd_weight")
+                          and (not c.startswith("runtime.") or c == "runtime.precision"))
     kd_cols = [c for c in KD_SIDE if c in d.columns]
     d["setting"] = [_key(r) for r in d[setting_cols].itertuples(index=False)] if len(d) else []
     d["kd_setting"] = [_key(r) for r in d[kd_cols].itertuples(index=False)] if len(d) and kd_cols else ""

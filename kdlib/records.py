@@ -2,11 +2,12 @@
 (``kdlib.study`` re-exports both)."""
 from __future__ import annotations
 
-from typing import Any, Optional
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Optional
 
 from .store import Store, canonical
+
+if TYPE_CHECKING:  # pandas is imported where tables are built, so a grid worker never loads it
+    import pandas as pd
 
 
 def flatten(record: dict, requested: Optional[Any] = None) -> dict:
@@ -22,10 +23,14 @@ def flatten(record: dict, requested: Optional[Any] = None) -> dict:
     for k in ("n_train", "n_full", "noisy_kept", "teacher_acc", "error"):
         row[k] = record.get(k)
     row["kd"] = cfg.get("alpha", 0) > 0
+    for k, v in (record.get("runtime") or {}).items():  # what ran (precision, device, CPU, threads): not keyed
+        row[f"runtime.{k}"] = v
     return row
 
 
 def load_records(store: Store | str) -> pd.DataFrame:
     """Every run record in the store as a table (one row per distinct run)."""
+    import pandas as pd
+
     store = store if isinstance(store, Store) else Store(store)
     return pd.DataFrame([flatten(rec) for rec in store.records("runs")])

@@ -5,10 +5,9 @@ import dataclasses
 import itertools
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
@@ -18,9 +17,13 @@ from .models import MODELS, build_model
 from .prune import METHODS, ProxyConfig, ScoreContext, budget
 from .records import flatten, load_records  # noqa: F401 (re-exported: kdlib.study.load_records)
 from .store import Store, canonical, config_key
+from .precision import runtime_info
 from .train import TrainConfig, TrainingDiverged, resolve_device, train
 from .validate import check_fraction, check_positive, check_unit_interval, from_plain
 from .alpha_rule import check_alpha, resolve_alpha
+
+if TYPE_CHECKING:  # pandas is imported where tables are built, so a grid worker never loads it
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -223,7 +226,8 @@ class Study:
                            progress=self.progress, desc=f"teacher {cfg.model}")
             sha = self.store.save_state("teachers", key, {k: v.cpu() for k, v in model.state_dict().items()})
             rec = self.store.put("teachers", key, {"status": "done", "config": cfg, "sha256": sha,
-                                                   "result": result.to_dict()})
+                                                   "result": result.to_dict(),
+                                                   "runtime": runtime_info(self.device, cfg.train.precision)})
             return model.eval(), rec
 
     # --- runs ---------------------------------------------------------------------------------------------
@@ -260,6 +264,7 @@ class Study:
             "teacher_acc": None if teacher_rec is None else teacher_rec["result"]["final_acc"],
             "teacher_key": None if teacher_rec is None else teacher_rec["key"],
             "device": str(self.device), "torch": torch.__version__,
+            "runtime": runtime_info(self.device, r.train.precision),
         }
 
 
@@ -318,6 +323,8 @@ def run_grid(configs: Sequence[RunConfig], store: Store | str, device: str = "au
     together, up to 8 per group (or ``lockstep`` when an int), sharing batches and teacher forwards
     (``kdlib.lockstep``); same records, equal up to float rounding.
     """
+    import pandas as pd
+
     from .executors import check_executor, run_once, run_parallel
 
     if check_executor(executor) != "local":
@@ -341,6 +348,8 @@ def run_grid(configs: Sequence[RunConfig], store: Store | str, device: str = "au
 def _run_grid_lockstep(study: Study, configs: Sequence[RunConfig], todo: list[int], max_group: int) -> pd.DataFrame:
     """``run_grid(lockstep=...)``: pending runs grouped by ``kdlib.lockstep.group_key`` (in ``todo`` order, at
     most ``max_group`` distinct runs per group), each group trained by ``kdlib.lockstep.run_group``."""
+    import pandas as pd
+
     from .lockstep import group_key, run_group
 
     check_positive(max_group, "lockstep", integer=True)

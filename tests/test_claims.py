@@ -181,3 +181,9 @@ def test_methods_with_and_without_a_proxy_share_a_context():
     df = sweep(+2.0)
     df["proxy_recipe"] = np.where(df.method == "el2n", "abcd1234", None)
     assert verdict(df, "random_matches") != ["inconclusive"] and len(verdict(df, "kd_improves")) == 1
+
+
+def test_runtime_threads_do_not_split_a_context():
+    df = sweep(+2.0)
+    df["runtime.threads"] = np.arange(len(df)) % 2 + 1
+    assert verdict(df, "kd_improves") == ["holds"]
