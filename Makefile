@@ -50,7 +50,7 @@ browse: $(STAMP)
 
 # The results browser in JupyterLab, driven in Chromium by Playwright; screenshots in outputs/browser/.
 # Needs the system's Chromium (apt-get install chromium); skipped without it.
-test-browser: $(STAMP)
+test-browser: $(TEST_STAMP)
 	$(PY) -m pip install --no-compile -q -e '.[browser]'
 	$(PY) -m pytest -q -s -m browser tests/test_browser_real.py
 
