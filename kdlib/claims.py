@@ -337,16 +337,19 @@ def _cells_random_matches(d: pd.DataFrame, cfg: ClaimConfig):
             yield kd, cells, [f"KD at {kd['kd_weight'].iloc[0]}; difference = random minus the method"]
 
 
-def _best_alpha_slope(g: pd.DataFrame, value: str) -> pd.Series:
-    """Per seed: the slope of the argmax alpha against -ln f (positive: the best alpha grows as f shrinks)."""
-    out = {}
+def _best_alpha_slope(g: pd.DataFrame, value: str) -> tuple[pd.Series, float]:
+    """Per seed: the slope of the argmax alpha against -ln f (positive: the best alpha grows as f shrinks); and the
+    share of (seed, f) whose best alpha is the grid's largest (a grid that may stop too early)."""
+    out, edge = {}, []
     for seed, s in g.groupby("seed"):
         wide = s.pivot_table(index="fraction", columns="alpha", values=value, aggfunc="mean").dropna()
         if len(wide) < 2 or wide.shape[1] < 3:
             continue
-        best = wide.columns.to_numpy(dtype=float)[np.argmax(wide.to_numpy(), axis=1)]
+        alphas = wide.columns.to_numpy(dtype=float)
+        best = alphas[np.argmax(wide.to_numpy(), axis=1)]
+        edge += list(best == alphas.max())
         out[seed] = float(np.polyfit(-np.log(wide.index.to_numpy(dtype=float)), best, 1)[0])
-    return pd.Series(out, dtype=float)
+    return pd.Series(out, dtype=float), float(np.mean(edge)) if edge else math.nan
 
 
 def _cells_alpha_grows(d: pd.DataFrame, cfg: ClaimConfig):
@@ -363,9 +366,10 @@ def _cells_alpha_grows(d: pd.DataFrame, cfg: ClaimConfig):
             g = pd.concat([mine(kd), mine(b)])
             g = g[g["fraction"].isin(mine(kd)["fraction"].unique())]
             if g["fraction"].nunique() >= 2:
-                cells.append(Cell(method, "greater", _best_alpha_slope(g, cfg.value),
-                                  {"method": method,
-                                   "fractions": ",".join(_label(f) for f in sorted(g["fraction"].unique()))}))
+                slope, edge = _best_alpha_slope(g, cfg.value)
+                name = method + (f" (best alpha at the grid's top in {edge:.0%} of seed x f)" if edge > 0.5 else "")
+                cells.append(Cell(name, "greater", slope, {"method": method, "best_at_grid_top": edge,
+                                  "fractions": ",".join(_label(f) for f in sorted(g["fraction"].unique()))}))
         if cells:
             yield pd.concat([kd, b]), cells, ["difference = per-seed slope of the argmax alpha against -ln f "
                                               "(alpha per unit ln f); the margin applies in these units"]

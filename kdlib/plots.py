@@ -128,7 +128,7 @@ def kd_gain_heatmap(gain: pd.DataFrame, q: float = 0.05, title: Optional[str] = 
         ax.set_xlabel("kept fraction f", fontsize=9)
         ax.set_title(f"alpha = {a:g}" if isinstance(a, float) and not np.isnan(a) else "", fontsize=10)
     fig.colorbar(im, ax=axes[0].tolist(), label=label, shrink=0.9)
-    fig.suptitle((title + "\n" if title else "") + f"* : Benjamini-Hochberg q < {q:g} (paired t-test over seeds)",
+    fig.suptitle((title + "\n" if title else "") + f"* : Benjamini-Hochberg q < {q:g} (two-sided paired t-test over seeds)",
                  fontsize=10)
     return fig
 
