@@ -4,7 +4,10 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
+import traceback
+import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
@@ -18,7 +21,8 @@ from .models import MODELS, build_model
 from .prune import METHODS, ProxyConfig, ScoreContext, budget
 from .store import Store, canonical, config_key
 from .train import TrainConfig, TrainingDiverged, resolve_device, train
-from .validate import check_fraction, check_positive, check_unit_interval, from_plain
+from .validate import (check_bool, check_config, check_fraction, check_name, check_number, check_positive, check_seed,
+                       check_unit_interval, from_plain, normalise, optional)
 from .alpha_rule import check_alpha, resolve_alpha
 
 
@@ -56,24 +60,28 @@ class RunConfig:
         if check_alpha(self.alpha) == "auto":
             raise ValueError("alpha='auto' is resolved before a RunConfig is built: use expand_grid(base, axes, "
                              "store=...) or kdlib.alpha_rule.resolve_auto_alpha(configs, store)")
-        DATASETS.check(self.dataset)
-        MODELS.check(self.model)
-        METHODS.check(self.method)
-        KD_LOSSES.check(self.kd_loss)
-        if self.teacher is not None:
-            MODELS.check(self.teacher)
-        if self.proxy.model is not None:
-            MODELS.check(self.proxy.model)
-        check_fraction(self.fraction, "fraction")
-        check_fraction(self.teacher_fraction, "teacher_fraction")
-        check_unit_interval(self.alpha, "alpha")
-        check_positive(self.tau, "tau")
-        if not 0.0 <= float(self.label_noise) < 1.0:
-            raise ValueError(f"label_noise must lie in [0, 1), got {self.label_noise!r}")
+        normalise(self, {
+            "dataset": DATASETS.check,
+            "model": MODELS.check,
+            "teacher": optional(MODELS.check),
+            "method": METHODS.check,
+            "fraction": check_fraction,
+            "alpha": check_unit_interval,
+            "tau": check_positive,
+            "kd_loss": KD_LOSSES.check,
+            "seed": check_seed,
+            "score_seed": optional(check_seed),
+            "class_balanced": check_bool,
+            "teacher_fraction": check_fraction,
+            "label_noise": partial(check_number, low=0, high=1, high_open=True),
+            "noise_seed": check_seed,
+            "train": partial(check_config, config=TrainConfig),
+            "teacher_train": optional(partial(check_config, config=TrainConfig)),
+            "proxy": partial(check_config, config=ProxyConfig),
+            "alpha_rule": optional(check_name),
+        })
         if self.alpha > 0 and self.teacher is None:
             raise ValueError(f"alpha={self.alpha} > 0 needs a teacher; set teacher to one of: {', '.join(MODELS.names())}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
@@ -101,11 +109,16 @@ class RunConfig:
             changes["score_seed"] = self.seed
         return dataclasses.replace(self, **changes)
 
-    def key(self) -> str:
-        """The run's store key: the resolved config without provenance fields (``alpha_rule``)."""
+    def identity(self) -> dict:
+        """What the run's key hashes (and its record carries): the resolved config, in canonical form, without
+        provenance fields (``alpha_rule``)."""
         d = canonical(self.resolved())
         d.pop("alpha_rule", None)
-        return config_key(d)
+        return d
+
+    def key(self) -> str:
+        """The run's store key: the hash of ``identity()``."""
+        return config_key(self.identity())
 
 
 @dataclass(frozen=True)
@@ -119,6 +132,17 @@ class TeacherConfig:
     fraction: float = 1.0
     label_noise: float = 0.0
     noise_seed: int = 0
+
+    def __post_init__(self) -> None:
+        normalise(self, {
+            "dataset": DATASETS.check,
+            "model": MODELS.check,
+            "seed": check_seed,
+            "train": partial(check_config, config=TrainConfig),
+            "fraction": check_fraction,
+            "label_noise": partial(check_number, low=0, high=1, high_open=True),
+            "noise_seed": check_seed,
+        })
 
     @classmethod
     def of(cls, run: RunConfig) -> "TeacherConfig":
