@@ -16,7 +16,7 @@ def tiny(**kw):
 @pytest.mark.parametrize("field,value,pattern", [
     ("dataset", "mnist", "dataset.*digits"),
     ("model", "vgg", "model.*resnet32"),
-    ("teacher", "vgg", "model.*resnet32"),
+    ("teacher", "vgg", "teacher.*resnet32"),
     ("method", "magic", "method.*random"),
     ("fraction", 0.0, r"fraction must lie in \(0, 1\]"),
     ("fraction", 1.5, r"fraction must lie in \(0, 1\]"),
