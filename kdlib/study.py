@@ -332,6 +332,16 @@ GRID_AXES = tuple(RunConfig.__dataclass_fields__)
 GRID_WARN = 10_000  # expand_grid warns above this many configs (each one a training run)
 
 
+def _unquoted(value: Any) -> str:
+    """``value`` as it belongs in a list: a string that reads as a number without its quotes."""
+    if isinstance(value, str):
+        try:
+            return repr(float(value)) if any(c in value for c in ".eE") else repr(int(value))
+        except ValueError:
+            pass
+    return repr(value)
+
+
 def check_axes(axes: Mapping[str, Iterable[Any]]) -> dict[str, list]:
     """Each grid axis as a non-empty list; a ValueError naming the axis when it is empty, a string or a scalar
     (a string would be iterated character by character)."""
@@ -343,8 +353,8 @@ def check_axes(axes: Mapping[str, Iterable[Any]]) -> dict[str, list]:
     out = {}
     for name, values in axes.items():
         if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
-            raise ValueError(f"grid axis {name!r} must be a list of values, got {values!r}; write [{values!r}] "
-                             f"for a single value")
+            raise ValueError(f"grid axis {name!r} must be a list of values, got {values!r}; write "
+                             f"[{_unquoted(values)}] for a single value")
         out[name] = list(values)
         if not out[name]:
             raise ValueError(f"grid axis {name!r} is empty: give at least one value (the grid would have no runs)")
