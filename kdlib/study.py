@@ -7,12 +7,11 @@ import time
 import traceback
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from functools import partial
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
@@ -21,10 +20,14 @@ from .distill import KD_LOSSES, make_kd_loss
 from .models import MODELS, build_model
 from .prune import METHODS, ProxyConfig, ScoreContext
 from .store import Store, canonical, config_key
+from .precision import runtime_info
 from .train import TrainConfig, TrainingDiverged, resolve_device, train
 from .validate import (check_bool, check_config, check_fraction, check_name, check_number, check_positive, check_seed,
                        check_unit_interval, from_plain, normalise, optional)
 from .alpha_rule import check_alpha, resolve_alpha
+
+if TYPE_CHECKING:  # pandas is imported where tables are built, so a grid worker never loads it
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -282,7 +285,8 @@ class Study:
                            progress=self.progress, desc=f"teacher {cfg.model}")
             sha = self.store.save_state("teachers", key, {k: v.cpu() for k, v in model.state_dict().items()})
             rec = self.store.put("teachers", key, {"status": "done", "config": cfg, "sha256": sha,
-                                                   "result": result.to_dict()})
+                                                   "result": result.to_dict(),
+                                                   "runtime": runtime_info(self.device, cfg.train.precision)})
             return model.eval(), rec
 
     # --- runs ---------------------------------------------------------------------------------------------
@@ -325,6 +329,7 @@ class Study:
             "teacher_acc": None if teacher_rec is None else teacher_rec["result"]["final_acc"],
             "teacher_key": None if teacher_rec is None else teacher_rec["key"],
             "device": str(self.device), "torch": torch.__version__,
+            "runtime": runtime_info(self.device, r.train.precision),
         }
 
 
@@ -413,6 +418,8 @@ def flatten(record: dict, requested: Optional[RunConfig] = None) -> dict:
     for k in ("n_train", "n_full", "noisy_kept", "teacher_acc", "error"):
         row[k] = record.get(k)
     row["kd"] = cfg.get("alpha", 0) > 0
+    for k, v in (record.get("runtime") or {}).items():  # what ran (precision, device, CPU, threads): not keyed
+        row[f"runtime.{k}"] = v
     return row
 
 
@@ -457,6 +464,8 @@ def run_grid(configs: Sequence[RunConfig], store: Store | str, device: str = "au
     together, up to 8 per group (or ``lockstep`` when an int), sharing batches and teacher forwards
     (``kdlib.lockstep``); same records, equal up to float rounding.
     """
+    import pandas as pd
+
     from .executors import check_executor, run_once, run_parallel
 
     check_executor(executor)
@@ -485,6 +494,8 @@ def run_grid(configs: Sequence[RunConfig], store: Store | str, device: str = "au
 def _run_grid_lockstep(study: Study, configs: Sequence[RunConfig], todo: list[int], max_group: int) -> pd.DataFrame:
     """``run_grid(lockstep=...)``: pending runs grouped by ``kdlib.lockstep.group_key`` (in ``todo`` order, at
     most ``max_group`` distinct runs per group), each group trained by ``kdlib.lockstep.run_group``."""
+    import pandas as pd
+
     from .lockstep import group_key, run_group
 
     check_positive(max_group, "lockstep", integer=True)
@@ -509,5 +520,7 @@ def _run_grid_lockstep(study: Study, configs: Sequence[RunConfig], todo: list[in
 
 def load_records(store: Store | str) -> pd.DataFrame:
     """Every run record in the store as a table (one row per distinct run)."""
+    import pandas as pd
+
     store = store if isinstance(store, Store) else Store(store)
     return pd.DataFrame([flatten(rec) for rec in store.records("runs")])
