@@ -63,7 +63,7 @@ def check_number(value: Any, parameter: str, *, integer: bool = False, low: Opti
         v: Any = int(value)
     else:
         # a lower-precision numpy float (float32 0.1) becomes the float it prints as (0.1), not 0.10000000149
-        v = float(value) if isinstance(value, float) else float(str(value))
+        v = float(str(value)) if isinstance(value, np.floating) and not isinstance(value, float) else float(value)
         if not math.isfinite(v):
             raise ValueError(f"{parameter} must be {expected}{note} and finite, got {value!r}")
         if integer:
