@@ -21,7 +21,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -215,6 +215,44 @@ class Store:
         data["checksum"] = _record_checksum(data)
         _atomic_write(self.path(kind, key), json.dumps(data, indent=1).encode())
         return record
+
+    def upgrade(self, identify: Callable[[str, str, dict], Any]) -> dict[str, int]:
+        """Rewrites the records of older store formats that can be proven in the current one and leaves the rest
+        (they are moved aside when read). A record is upgraded when its own checksum is present and valid and
+        ``identify(kind, key, record)`` returns the identity that hashes to its key (None: not provable).
+        Returns counts: ``upgraded``, ``unprovable`` (left as they are) and ``current`` (already current)."""
+        counts = {"upgraded": 0, "unprovable": 0, "current": 0}
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            kind = folder.name
+            for path in sorted(folder.glob("*.json")):
+                key = path.stem
+                with self.lock(kind, key):
+                    read = _read(path)
+                    try:
+                        record = json.loads(read[0]) if read is not None else None
+                    except (ValueError, UnicodeDecodeError):
+                        record = None
+                    if not isinstance(record, dict) or record.get("key") != key:
+                        counts["unprovable"] += 1
+                        continue
+                    if record.get("format") == FORMAT_VERSION:
+                        counts["current"] += 1
+                        continue
+                    checksum = record.pop("checksum", None)
+                    ident = None
+                    if checksum is not None and checksum == _record_checksum(record):
+                        ident = record.get("key") if kind in NAMED_KINDS else identify(kind, key, record)
+                    if ident is None or (kind not in NAMED_KINDS and config_key(ident) != key):
+                        counts["unprovable"] += 1
+                        continue
+                    record["format"] = FORMAT_VERSION
+                    if kind not in NAMED_KINDS:
+                        record["ident"] = canonical(ident)
+                    data = canonical(record)
+                    data["checksum"] = _record_checksum(data)
+                    _atomic_write(path, json.dumps(data, indent=1).encode())
+                    counts["upgraded"] += 1
+        return counts
 
     def done(self, kind: str, key: str) -> Optional[dict]:
         """The record when it finished successfully, else None."""

@@ -23,3 +23,23 @@ def put_record(store):
         return key
 
     return put
+
+
+@pytest.fixture
+def as_format_1():
+    """``as_format_1(path, checksum=True)``: rewrites the record at ``path`` as kdlib wrote it before store format 2
+    (no ``ident``; with a valid checksum, or none as before checksums existed)."""
+    import json
+
+    from kdlib.store import _record_checksum
+
+    def rewrite(path, checksum: bool = True) -> None:
+        rec = json.loads(path.read_text())
+        rec.pop("checksum")
+        rec.pop("ident", None)
+        rec["format"] = 1
+        if checksum:
+            rec["checksum"] = _record_checksum(rec)
+        path.write_text(json.dumps(rec, indent=1))
+
+    return rewrite

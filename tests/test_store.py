@@ -108,17 +108,9 @@ def test_record_whose_identity_does_not_hash_to_its_key_is_quarantined(store, pu
     assert why_quarantined(store) == [f"unreadable record: record identity hashes to {mine}, not to its key"]
 
 
-def test_record_of_an_older_store_format_is_quarantined_not_misread(store, put_record):
-    from kdlib.store import _record_checksum
-
+def test_record_of_an_older_store_format_is_quarantined_not_misread(store, put_record, as_format_1):
     key = put_record(Cfg(1))
-
-    def as_format_1(r):  # what kdlib wrote before records carried their identity
-        r.pop("checksum"), r.pop("ident")
-        r["format"] = 1
-        r["checksum"] = _record_checksum(r)
-
-    rewrite(store.path("runs", key), as_format_1)
+    as_format_1(store.path("runs", key))
     assert store.get("runs", key) is None
     (why,) = why_quarantined(store)
     assert why.startswith("unreadable record: record written by store format 1, not 2")
