@@ -180,7 +180,7 @@ def subset_size(n: int, fraction: float, parameter: str = "fraction") -> int:
 
 
 def error_summary(err: BaseException, frames: int = 4) -> str:
-    """The last ``frames`` frames of ``err``'s traceback, one line each (``file:line in function``)."""
+    """The last ``frames`` frames of ``err``'s traceback, innermost first: ``file:line in function <- ...``."""
     tb = traceback.extract_tb(err.__traceback__)[-frames:]
     return " <- ".join(f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in reversed(tb))
 
