@@ -28,10 +28,13 @@ TIMEOUT_MS = 180_000
 
 def _store(root: Path) -> Path:
     """A store of constructed run records (two methods, three fractions, no KD and KD, three seeds; one failed)."""
-    from kdlib.store import Store
+    from kdlib.store import Store, config_key, identity
 
     st = Store(root)
-    i = 0
+
+    def put(record: dict) -> None:  # a record's key is the hash of its config (the store checks it)
+        st.put("runs", config_key(identity(record["config"])), record)
+
     for method in ("random", "el2n"):
         for f in (0.1, 0.5, 1.0):
             for alpha in (0.0, 0.5):
@@ -40,12 +43,10 @@ def _store(root: Path) -> Path:
                            "alpha": alpha, "teacher": "convnet_small" if alpha else None, "teacher_fraction": 1.0,
                            "label_noise": 0.0, "seed": seed, "train": {"epochs": 15, "budget": "epochs"}}
                     acc = 60 + 30 * f + 5 * alpha + seed + (3 if method == "random" else 0)
-                    st.put("runs", f"k{i:03d}", {"status": "done", "config": cfg,
-                                                 "result": {"final_acc": acc, "best_acc": acc}})
-                    i += 1
-    st.put("runs", "failed", {"status": "failed", "error": "loss became nan",
-                              "config": {"dataset": "digits", "model": "convnet_small", "method": "random",
-                                         "fraction": 0.1, "alpha": 0.0, "seed": 7, "train": {"epochs": 15}}})
+                    put({"status": "done", "config": cfg, "result": {"final_acc": acc, "best_acc": acc}})
+    put({"status": "failed", "error": "loss became nan",
+         "config": {"dataset": "digits", "model": "convnet_small", "method": "random", "fraction": 0.1, "alpha": 0.0,
+                    "seed": 7, "train": {"epochs": 15}}})
     return root
 
 
