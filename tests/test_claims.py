@@ -187,3 +187,12 @@ def test_runtime_threads_do_not_split_a_context():
     df = sweep(+2.0)
     df["runtime.threads"] = np.arange(len(df)) % 2 + 1
     assert verdict(df, "kd_improves") == ["holds"]
+
+
+def test_a_teacher_on_part_of_the_data_is_left_to_claim_five():
+    df = pd.concat([sweep(+2.0), sweep(-2.0).assign(teacher_fraction=0.1).query("alpha > 0")])
+    assert verdict(df, "kd_improves") == ["holds"]
+
+
+def test_frontier_counts_the_seeds_of_the_pruned_runs():
+    assert frontier_table()["seeds"] == 5
