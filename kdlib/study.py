@@ -218,11 +218,13 @@ class Study:
             if cfg.fraction < 1.0:
                 rng = np.random.default_rng([cfg.seed, 104729])
                 idx = np.sort(rng.choice(data.n_train, size=budget(data.n_train, cfg.fraction), replace=False))
+            slot = self.store.checkpoint("teachers", key, cfg)
             result = train(model, data, cfg.train, indices=idx, labels=labels, seed=cfg.seed, device=self.device,
-                           progress=self.progress, desc=f"teacher {cfg.model}")
+                           progress=self.progress, desc=f"teacher {cfg.model}", checkpoint=slot)
             sha = self.store.save_state("teachers", key, {k: v.cpu() for k, v in model.state_dict().items()})
             rec = self.store.put("teachers", key, {"status": "done", "config": cfg, "sha256": sha,
                                                    "result": result.to_dict()})
+            slot.clear()
             return model.eval(), rec
 
     # --- runs ---------------------------------------------------------------------------------------------
@@ -233,6 +235,7 @@ class Study:
         rec = self.store.done("runs", key)
         if rec is not None:
             return rec
+        slot = self.store.checkpoint("runs", key, r)  # an interrupted run resumes from its last epoch
         try:
             data = self.data(r.dataset)
             indices = self.subset(r)
@@ -245,10 +248,13 @@ class Study:
             result = train(model, data, r.train, indices=indices, labels=labels,
                            loss_fn=make_kd_loss(r.kd_loss, r.alpha, r.tau), teacher=teacher, seed=r.seed,
                            device=self.device, progress=self.progress,
-                           desc=f"{r.method} f={r.fraction:g} a={r.alpha:g} s={r.seed}")
+                           desc=f"{r.method} f={r.fraction:g} a={r.alpha:g} s={r.seed}", checkpoint=slot)
         except TrainingDiverged as err:
-            return self.store.put("runs", key, {"status": "failed", "config": r, "error": str(err)})
-        return self.store.put("runs", key, self.run_record(r, result, data, indices, noisy, teacher_rec))
+            rec = self.store.put("runs", key, {"status": "failed", "config": r, "error": str(err)})
+        else:
+            rec = self.store.put("runs", key, self.run_record(r, result, data, indices, noisy, teacher_rec))
+        slot.clear()  # only once the record is written
+        return rec
 
     def run_record(self, r: RunConfig, result: Any, data: ImageData, indices: np.ndarray, noisy: np.ndarray,
                    teacher_rec: Optional[dict]) -> dict:
