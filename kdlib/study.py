@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
@@ -17,6 +18,8 @@ from .distill import KD_LOSSES, make_kd_loss
 from .models import MODELS, build_model
 from .prune import METHODS, ProxyConfig, ScoreContext, budget
 from .store import Store, canonical, config_key
+from .processes import ProcessGroup
+from .seeds import subset_rng, teacher_subset_rng
 from .train import TrainConfig, TrainingDiverged, resolve_device, train
 from .validate import check_fraction, check_positive, check_unit_interval, from_plain
 from .alpha_rule import check_alpha, resolve_alpha
@@ -141,15 +144,47 @@ def noisy_labels(labels: torch.Tensor, rate: float, num_classes: int, seed: int)
     return y, mask
 
 
+def select_subset(method: str, scores: Mapping[str, np.ndarray], labels: np.ndarray, fraction: float, seed: int,
+                  class_balanced: bool = False) -> np.ndarray:
+    """Sorted indices kept by ``method`` (its selector on ``scores``): exactly round(f*N), drawn from the
+    run's subset stream (``kdlib.seeds.subset_rng``); every index when ``fraction == 1``."""
+    labels = np.asarray(labels)
+    if fraction == 1.0:
+        return np.arange(len(labels), dtype=np.int64)
+    k = budget(len(labels), fraction)
+    idx = METHODS.get(method).select(dict(scores), labels, k, subset_rng(seed), class_balanced)
+    if len(idx) != k or len(np.unique(idx)) != k:
+        raise RuntimeError(f"method {method!r} returned {len(np.unique(idx))} distinct indices, expected {k}")
+    return np.sort(np.asarray(idx, dtype=np.int64))
+
+
 class Study:
-    """Runs configs against a store, sharing loaded data, teachers and scores within the process."""
+    """Runs configs against a store, sharing loaded data, teachers and scores within the process.
+
+    Under a DDP ``group`` (``kdlib.processes.ProcessGroup``; every process of the job calls the same methods
+    in the same order) teachers and students train over the group's processes, scores are computed by rank 0
+    alone, and only rank 0 takes store locks and writes; every rank returns the same records.
+    """
 
     def __init__(self, store: Store | str, device: str = "auto", data_root: Optional[str] = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, group: Optional[ProcessGroup] = None) -> None:
         self.store = store if isinstance(store, Store) else Store(store)
-        self.device = resolve_device(device)
+        self.group = group or ProcessGroup(device=resolve_device(device))
+        self.device = self.group.device
         self.data_root = data_root
         self.progress = progress
+
+    # --- the process group: rank 0 decides and writes, every rank gets the answer --------------------------
+    def _lock(self, kind: str, key: str):
+        return self.store.lock(kind, key) if self.group.main else nullcontext()
+
+    def _done(self, kind: str, key: str) -> Optional[dict]:
+        return self.group.broadcast(self.store.done(kind, key) if self.group.main else None)
+
+    def _put(self, kind: str, key: str, record: dict) -> dict:
+        if self.group.backend is None:
+            return self.store.put(kind, key, record)
+        return self.group.broadcast(canonical(self.store.put(kind, key, record)) if self.group.main else None)
 
     # --- inputs ---------------------------------------------------------------------------------------------
     def data(self, name: str) -> ImageData:
@@ -160,11 +195,18 @@ class Study:
         return noisy_labels(data.y_train, cfg.label_noise, data.num_classes, cfg.noise_seed)
 
     def scores(self, cfg: RunConfig) -> dict[str, np.ndarray]:
-        """The method's per-sample arrays, computed once per (dataset, scorer, proxy, seed, noise)."""
+        """The method's per-sample arrays, computed once per (dataset, scorer, proxy, seed, noise); under DDP
+        by rank 0 while the others wait, then read by every rank."""
         r = cfg.resolved()
         method = METHODS.get(r.method)
         if method.scorer is None:
             return {}
+        if self.group.backend is not None:
+            try:
+                if self.group.main:
+                    Study(self.store, str(self.device), self.data_root, self.progress).scores(r)
+            finally:
+                self.group.barrier()
         ident = {"dataset": r.dataset, "scorer": method.scorer_key, "proxy": r.proxy,
                  "model": r.proxy.model or r.model, "seed": r.score_seed, "label_noise": r.label_noise,
                  "noise_seed": r.noise_seed}
@@ -192,39 +234,37 @@ class Study:
         if r.fraction == 1.0:
             return np.arange(data.n_train)
         labels, _ = self.labels(r)
-        rng = np.random.default_rng([r.seed, 7919])
-        k = budget(data.n_train, r.fraction)
-        idx = METHODS.get(r.method).select(self.scores(r), labels.numpy(), k, rng, r.class_balanced)
-        if len(idx) != k or len(np.unique(idx)) != k:
-            raise RuntimeError(f"method {r.method!r} returned {len(np.unique(idx))} distinct indices, expected {k}")
-        return np.sort(idx)
+        return select_subset(r.method, self.scores(r), labels.numpy(), r.fraction, r.seed, r.class_balanced)
 
     def teacher(self, cfg: TeacherConfig) -> tuple[torch.nn.Module, dict]:
         """The trained teacher and its record, from the store or trained now (once, under a lock)."""
         key = config_key(cfg)
         data = self.data(cfg.dataset)
-        with self.store.lock("teachers", key):
-            rec = self.store.done("teachers", key)
+        with self._lock("teachers", key):
+            rec = self._done("teachers", key)
             torch.manual_seed(cfg.seed)  # the initial weights must not depend on what ran before in this process
             model = build_model(cfg.model, data.num_classes, data.in_channels)
             if rec is not None:
                 state = self.store.load_state("teachers", key, rec["sha256"])
-                if state is not None:
+                if self.group.broadcast(state is not None):
                     model.load_state_dict(state)
                     return model.eval(), rec
             labels, _ = self.labels(cfg)
             torch.manual_seed(cfg.seed)
             idx = None
             if cfg.fraction < 1.0:
-                rng = np.random.default_rng([cfg.seed, 104729])
+                rng = teacher_subset_rng(cfg.seed)
                 idx = np.sort(rng.choice(data.n_train, size=budget(data.n_train, cfg.fraction), replace=False))
             slot = self.store.checkpoint("teachers", key, cfg)
-            result = train(model, data, cfg.train, indices=idx, labels=labels, seed=cfg.seed, device=self.device,
-                           progress=self.progress, desc=f"teacher {cfg.model}", checkpoint=slot)
-            sha = self.store.save_state("teachers", key, {k: v.cpu() for k, v in model.state_dict().items()})
-            rec = self.store.put("teachers", key, {"status": "done", "config": cfg, "sha256": sha,
-                                                   "result": result.to_dict()})
-            slot.clear()
+            result = train(model, data, cfg.train, indices=idx, labels=labels, seed=cfg.seed, progress=self.progress,
+                           desc=f"teacher {cfg.model}", checkpoint=slot, group=self.group)
+            sha = None
+            if self.group.main:
+                sha = self.store.save_state("teachers", key, {k: v.cpu() for k, v in model.state_dict().items()})
+            rec = self._put("teachers", key, {"status": "done", "config": cfg, "sha256": sha,
+                                              "result": result.to_dict()})
+            if self.group.main:
+                slot.clear()
             return model.eval(), rec
 
     # --- runs ---------------------------------------------------------------------------------------------
@@ -232,7 +272,7 @@ class Study:
         """The run's record: read from the store when finished, else computed and written."""
         r = cfg.resolved()
         key = r.key()
-        rec = self.store.done("runs", key)
+        rec = self._done("runs", key)
         if rec is not None:
             return rec
         slot = self.store.checkpoint("runs", key, r)  # an interrupted run resumes from its last epoch
@@ -247,13 +287,14 @@ class Study:
             model = build_model(r.model, data.num_classes, data.in_channels)
             result = train(model, data, r.train, indices=indices, labels=labels,
                            loss_fn=make_kd_loss(r.kd_loss, r.alpha, r.tau), teacher=teacher, seed=r.seed,
-                           device=self.device, progress=self.progress,
-                           desc=f"{r.method} f={r.fraction:g} a={r.alpha:g} s={r.seed}", checkpoint=slot)
+                           progress=self.progress, desc=f"{r.method} f={r.fraction:g} a={r.alpha:g} s={r.seed}",
+                           checkpoint=slot, group=self.group)
         except TrainingDiverged as err:
-            rec = self.store.put("runs", key, {"status": "failed", "config": r, "error": str(err)})
+            rec = self._put("runs", key, {"status": "failed", "config": r, "error": str(err)})
         else:
-            rec = self.store.put("runs", key, self.run_record(r, result, data, indices, noisy, teacher_rec))
-        slot.clear()  # only once the record is written
+            rec = self._put("runs", key, self.run_record(r, result, data, indices, noisy, teacher_rec))
+        if self.group.main:
+            slot.clear()  # only once the record is written
         return rec
 
     def run_record(self, r: RunConfig, result: Any, data: ImageData, indices: np.ndarray, noisy: np.ndarray,
@@ -264,7 +305,7 @@ class Study:
             "n_full": int(data.n_train), "noisy_kept": int(noisy[indices].sum()),
             "teacher_acc": None if teacher_rec is None else teacher_rec["result"]["final_acc"],
             "teacher_key": None if teacher_rec is None else teacher_rec["key"],
-            "device": str(self.device), "torch": torch.__version__,
+            "device": str(self.device), "torch": torch.__version__, "world_size": self.group.world,
         }
 
 

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from .augment import augment
 from .data import ImageData
+from .processes import ProcessGroup
 from .seeds import epoch_generator
 from .validate import check_choice, check_fields, check_positive
 
@@ -430,11 +431,11 @@ class Teachers:
 class ModelSteps:
     """K models, each with its own optimiser and loss scaler, stepped one after another on each batch (in this
     thread, or spread over ``threads`` worker threads running one-core ops). ``nets`` are the modules that run
-    the forward pass (a DDP wrapper of each model; default the models themselves)."""
+    the forward pass: ``wrap(model)`` (a DDP wrapper that all-reduces the gradients; default the model itself)."""
 
     def __init__(self, models: Sequence[nn.Module], loss_fns: Sequence[Optional[LossFn]],
                  teachers: Sequence[Optional[nn.Module]], cfg: TrainConfig, device: torch.device, threads: int = 1,
-                 nets: Optional[Sequence[nn.Module]] = None) -> None:
+                 wrap: Optional[Callable[[nn.Module], nn.Module]] = None) -> None:
         self.k, self.models, self.cfg, self.device = len(models), list(models), cfg, device
         if len(loss_fns) != self.k:
             raise ValueError(f"need one loss_fn per model: {len(loss_fns)} for {self.k} models")
@@ -443,7 +444,7 @@ class ModelSteps:
         memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         for m in self.models:
             m.to(device=device, memory_format=memory_format).train()
-        self.nets = list(nets) if nets is not None else self.models
+        self.nets = [wrap(m) for m in self.models] if wrap is not None else self.models
         self.loss_fns = [fn or cross_entropy_loss for fn in loss_fns]
         self.teachers = Teachers(teachers, device, memory_format)
         self.optimizers = [make_optimizer(m, cfg) for m in self.models]
@@ -604,6 +605,7 @@ def train(
     evaluate_test: bool = True,
     epoch_hook: Optional[EpochHook] = None,
     checkpoint: Optional[Path | CheckpointSlot] = None,
+    group: Optional[ProcessGroup] = None,
 ) -> TrainResult:
     """Trains ``model`` in place on ``data`` (rows ``indices``, default all) and returns what it measured.
 
@@ -611,14 +613,19 @@ def train(
     BatchNorm folded) runs on the same augmented batch only when given. ``labels`` overrides ``data.y_train``
     (label noise). ``epoch_hook(epoch, model)`` runs after each epoch (proxy scoring). ``checkpoint`` (a file,
     or a slot such as ``kdlib.study``'s store checkpoint) is saved each epoch and resumed from when present; a
-    file is removed at the end, a slot is cleared by its owner once the result is recorded.
+    file is removed at the end, a slot is cleared by its owner once the result is recorded. Under a DDP
+    ``group`` (``kdlib.processes``) each process takes its share of every batch, the model is wrapped so that
+    gradients are all-reduced, and only rank 0 saves checkpoints; ``device`` is then the group's.
     """
-    device = resolve_device(device)
+    group = group or ProcessGroup(device=resolve_device(device))
+    device = group.device
     slot = FileCheckpoint(Path(checkpoint)) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
-    source = MemoryBatches(data, cfg, seed, device, indices, labels)
-    step = ModelSteps([model], [loss_fn], [teacher], cfg, device)
+    source = MemoryBatches(data, cfg, seed, device, indices, labels, group.rank, group.world)
+    step = ModelSteps([model], [loss_fn], [teacher], cfg, device, wrap=group.wrap)
     (result,) = run_loop(step, source, cfg, evaluate_test=evaluate_test, epoch_hook=epoch_hook, checkpoint=slot,
-                         desc=desc, progress=progress, device=device)
+                         desc=desc, progress=progress, main=group.main, device=device)
+    if group.world > 1:
+        result.extra.update(world_size=group.world, per_rank_batch=source.per_rank)
     if slot is not None and slot is not checkpoint:
         slot.clear()
     return result
