@@ -20,6 +20,7 @@ import pandas as pd
 import seaborn as sns
 
 from .store import Store
+from .study import load_records
 
 FILTERS = ("dataset", "model", "method", "fraction", "alpha", "teacher", "teacher_fraction", "label_noise", "seed")
 HUES = ("method", "alpha", "teacher", "model", "teacher_fraction", "label_noise", "dataset", "kd")
@@ -90,8 +91,6 @@ class ResultsBrowser:
         if isinstance(self.source, pd.DataFrame):
             df = self.source.copy()
         else:
-            from .study import load_records
-
             df = load_records(self.source)
         if "status" not in df.columns:
             df["status"] = "done"

@@ -27,7 +27,10 @@ from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-from .store import Store, config_key
+import torch
+
+from .store import Store
+from .train import TrainingDiverged
 from .validate import check_choice
 
 EXECUTORS = ("local", "processes", "ray")
@@ -41,13 +44,15 @@ def check_executor(executor: str) -> str:
 # --- what one worker does ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class WorkerSpec:
-    """How a worker opens the study: the store folder, device, data root, progress bars and torch threads."""
+    """How a worker opens the study: the study class (``kdlib.study.Study``, passed in so that this module sits
+    below it), the store folder, device, data root, progress bars and torch threads."""
 
     store: str
     device: str = "auto"
     data_root: Optional[str] = None
     progress: bool = False
     threads: Optional[int] = None
+    study_class: Any = None
 
 
 def run_once(study: Any, cfg: Any) -> dict:
@@ -62,44 +67,30 @@ def run_once(study: Any, cfg: Any) -> dict:
 
 
 def score_key(cfg: Any) -> Optional[str]:
-    """The store key of the score cache ``cfg`` needs, or None (mirrors ``Study.scores``; used for scheduling only,
-    correctness rests on the lock)."""
-    from .prune import METHODS
-
-    r = cfg.resolved()
-    method = METHODS.get(r.method)
-    if r.fraction == 1.0 or method.scorer is None:
-        return None
-    return config_key({"dataset": r.dataset, "scorer": method.scorer_key, "proxy": r.proxy,
-                       "model": r.proxy.model or r.model, "seed": r.score_seed, "label_noise": r.label_noise,
-                       "noise_seed": r.noise_seed})
+    """The store key of the score cache ``cfg`` needs, or None (``ScoreSpec``; for scheduling only, correctness
+    rests on the lock)."""
+    spec = cfg.score_spec()
+    return None if spec is None else spec.key()
 
 
 def teacher_key(cfg: Any) -> Optional[str]:
     """The store key of the teacher ``cfg`` distils from, or None."""
-    from .study import TeacherConfig
-
-    return config_key(TeacherConfig.of(cfg)) if cfg.resolved().uses_teacher else None
+    return cfg.teacher_config().key() if cfg.resolved().uses_teacher else None
 
 
 def work(task: str, cfg: Any, spec: WorkerSpec) -> dict:
     """One unit of work in a worker: ``task`` is 'teacher', 'scores' or 'run'. Returns {'key', 'status', ...};
     the record itself stays in the store. A teacher or score computation that diverges is not an error here:
     the runs that need it record the failure."""
-    import torch
-
-    from .study import Study, TeacherConfig
-    from .train import TrainingDiverged
-
     if spec.threads:
         torch.set_num_threads(spec.threads)
-    study = Study(spec.store, spec.device, spec.data_root, spec.progress)
+    study = spec.study_class(spec.store, spec.device, spec.data_root, spec.progress)
     if task == "run":
         rec = run_once(study, cfg)
         return {"key": rec["key"], "status": rec["status"], "pid": os.getpid()}
     try:
         if task == "teacher":
-            study.teacher(TeacherConfig.of(cfg))
+            study.teacher(cfg.teacher_config())
         else:
             study.scores(cfg)
     except TrainingDiverged as err:
@@ -194,8 +185,10 @@ class _RayPool:
 # --- the driver ----------------------------------------------------------------------------------------------------
 def run_parallel(configs: Sequence[Any], store: Store | str, device: str = "auto", data_root: Optional[str] = None,
                  progress: bool = True, executor: str = "processes", workers: Optional[int] = None,
-                 address: Optional[str] = None, num_cpus: float = 1, num_gpus: float = 0) -> list[dict]:
-    """Every config's record (in the order of ``configs``), computed on ``executor`` ('processes' or 'ray').
+                 address: Optional[str] = None, num_cpus: float = 1, num_gpus: float = 0,
+                 study_class: Any = None) -> list[dict]:
+    """Every config's record (in the order of ``configs``), computed on ``executor`` ('processes' or 'ray') by
+    workers that each open a ``study_class`` (``kdlib.study.Study``; ``run_grid`` passes it).
 
     Finished runs are read from the store and not resubmitted; equal runs (same resolved key) run once.
     ``workers`` is the pool size (default: all cores; for Ray, the CPUs of a local instance it starts).
@@ -232,7 +225,9 @@ def run_parallel(configs: Sequence[Any], store: Store | str, device: str = "auto
             pool = _RayPool(address, num_cpus, num_gpus, workers, progress)
             if str(device) == "auto" and not num_gpus:
                 device = "cpu"
-        spec = WorkerSpec(root, str(device), data_root, False, threads)
+        if study_class is None:
+            raise ValueError("run_parallel needs study_class (kdlib.study.Study); run_grid passes it")
+        spec = WorkerSpec(root, str(device), data_root, False, threads, study_class)
         cancel = True
         try:
             _drive(pool, todo, store, spec, records, progress)

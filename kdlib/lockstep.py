@@ -24,6 +24,7 @@ one by one; ``kdlib.study.run_grid(..., lockstep=True)`` groups a grid's runs an
 from __future__ import annotations
 
 import copy
+from contextlib import ExitStack
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
@@ -31,6 +32,9 @@ import torch
 from torch import nn
 
 from .data import ImageData
+from .distill import make_kd_loss
+from .models import build_model
+from .store import config_key
 from .train import (CheckpointSlot, EpochHook, LossFn, MemoryBatches, ModelSteps, Teachers, TrainConfig,
                     TrainingDiverged, TrainResult, autocast_context, cross_entropy_loss, make_optimizer, make_scaler,
                     resolve_device, run_loop)
@@ -312,15 +316,9 @@ def train_lockstep(
 
 # --------------------------------------------------------------------------------------------- grids
 def group_key(cfg) -> str:
-    """What students must share to train in lockstep: everything in the resolved run config except the loss
-    (alpha, tau, kd_loss) and the teacher (one forward per distinct teacher). Same key -> same seed, subset,
-    labels, model and recipe, hence the same batches."""
-    from .store import canonical, config_key
-
-    d = canonical(cfg.resolved())
-    for name in ("alpha", "tau", "kd_loss", "teacher", "teacher_fraction", "teacher_train", "alpha_rule"):
-        d.pop(name, None)
-    return config_key(d)
+    """What students must share to train in lockstep: ``RunConfig.group_key`` (same key -> same seed, subset,
+    labels, model and recipe, hence the same batches)."""
+    return cfg.group_key()
 
 
 def run_group(study, configs: Sequence, mode: str = "auto") -> list[dict]:
@@ -328,8 +326,6 @@ def run_group(study, configs: Sequence, mode: str = "auto") -> list[dict]:
     ``train_lockstep`` and written to ``study.store`` exactly as ``Study.run`` writes them (``result.extra``
     says ``lockstep``). Finished records are read, never recomputed; every pending run is trained under its
     store lock, so two grids never train the same run twice."""
-    from contextlib import ExitStack
-
     if len({group_key(c) for c in configs}) > 1:
         raise ValueError("run_group needs configs that differ only in alpha, tau, kd_loss or teacher")
     resolved = [c.resolved() for c in configs]
@@ -355,11 +351,6 @@ def run_group(study, configs: Sequence, mode: str = "auto") -> list[dict]:
 
 def _train_group(study, runs: list, mode: str) -> dict[str, dict]:
     """Trains the resolved ``runs`` (pending, one group) in lockstep and writes their records; key -> record."""
-    from .distill import make_kd_loss
-    from .models import build_model
-    from .store import config_key
-    from .study import TeacherConfig
-
     r0 = runs[0]
     out: dict[str, dict] = {}
     try:
@@ -375,8 +366,8 @@ def _train_group(study, runs: list, mode: str) -> dict[str, dict]:
         if not r.uses_teacher:
             live.append((r, None, None))
             continue
-        tcfg = TeacherConfig.of(r)
-        tkey = config_key(tcfg)
+        tcfg = r.teacher_config()
+        tkey = tcfg.key()
         try:
             if tkey not in teachers:
                 teachers[tkey] = study.teacher(tcfg)
@@ -394,7 +385,7 @@ def _train_group(study, runs: list, mode: str) -> dict[str, dict]:
     slot = study.store.checkpoint("groups", config_key({"runs": run_keys, "mode": mode}), {"runs": run_keys})
     results = train_lockstep(
         models, data, r0.train, indices=indices, labels=labels,
-        loss_fns=[make_kd_loss(r.kd_loss, r.alpha, r.tau) for r, _, _ in live],
+        loss_fns=[make_kd_loss(r.kd_loss, r.alpha, r.tau, r.kd_params) for r, _, _ in live],
         teacher=[t for _, t, _ in live], seed=r0.seed, device=study.device, mode=mode, progress=study.progress,
         desc=f"{r0.method} f={r0.fraction:g} a={','.join(f'{r.alpha:g}' for r, _, _ in live)} s={r0.seed}",
         on_diverge="keep", checkpoint=slot)

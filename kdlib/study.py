@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional, Sequence
@@ -17,12 +18,15 @@ from .data import DATASETS, ImageData, load_dataset
 from .distill import KD_LOSSES, make_kd_loss
 from .models import MODELS, build_model
 from .prune import METHODS, ProxyConfig, ScoreContext, budget
+from .registry import Params
 from .store import Store, canonical, config_key
 from .processes import ProcessGroup
 from .seeds import subset_rng, teacher_subset_rng
 from .train import TrainConfig, TrainingDiverged, resolve_device, train
 from .validate import check_fraction, check_positive, check_unit_interval, from_plain
 from .alpha_rule import check_alpha, resolve_alpha
+from .executors import WorkerSpec, check_executor, run_once, run_parallel
+from .lockstep import group_key, run_group
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,9 @@ class RunConfig:
     with ``teacher_train``, default the student's recipe); ``label_noise`` is the rate of symmetric label noise
     injected (with seed ``noise_seed``) into the training labels that teacher, scorer and student all see.
     ``alpha_rule`` names the rule that chose ``alpha`` when the grid asked for ``alpha: "auto"``
-    (``kdlib.alpha_rule``); it is provenance only and not part of the run's key.
+    (``kdlib.alpha_rule``); it is provenance only and not part of the run's key. ``method_params`` and
+    ``kd_params`` override hyperparameters the pruning method (and its scorer) and the KD loss declare when they
+    register; the resolved config holds every declared value, so each is part of the run's key.
     """
 
     dataset: str = "digits"
@@ -54,6 +60,8 @@ class RunConfig:
     teacher_train: Optional[TrainConfig] = None
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     alpha_rule: Optional[str] = None
+    method_params: Mapping[str, Any] = field(default_factory=Params)
+    kd_params: Mapping[str, Any] = field(default_factory=Params)
 
     def __post_init__(self) -> None:
         if check_alpha(self.alpha) == "auto":
@@ -77,6 +85,14 @@ class RunConfig:
             raise ValueError(f"alpha={self.alpha} > 0 needs a teacher; set teacher to one of: {', '.join(MODELS.names())}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        for name in ("method_params", "kd_params"):
+            if not isinstance(getattr(self, name), Mapping):
+                raise ValueError(f"{name} must be a mapping of hyperparameter names to values, got "
+                                 f"{getattr(self, name)!r}")
+        object.__setattr__(self, "method_params", Params(METHODS.get(self.method).hyperparameters(
+            self.method_params) if self.method_params else {}))
+        object.__setattr__(self, "kd_params", Params(KD_LOSSES.get(self.kd_loss).hyperparameters(self.kd_params)
+                                                     if self.kd_params else {}))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
@@ -93,22 +109,54 @@ class RunConfig:
         changes: dict[str, Any] = {"fraction": float(self.fraction), "alpha": float(self.alpha),
                                    "teacher_fraction": float(self.teacher_fraction)}
         if not self.uses_teacher:
-            changes.update(teacher=None, teacher_fraction=1.0, teacher_train=None, tau=4.0, kd_loss="kd")
-        elif self.teacher_train is None:
-            changes["teacher_train"] = self.train
+            changes.update(teacher=None, teacher_fraction=1.0, teacher_train=None, tau=4.0, kd_loss="kd",
+                           kd_params={})
+        else:
+            changes["kd_params"] = KD_LOSSES.get(self.kd_loss).hyperparameters(self.kd_params)
+            if self.teacher_train is None:
+                changes["teacher_train"] = self.train
         if self.fraction == 1.0:
-            changes.update(method="random", class_balanced=False)
+            changes.update(method="random", class_balanced=False, method_params={})
+        else:
+            changes["method_params"] = METHODS.get(self.method).hyperparameters(self.method_params)
         if self.fraction == 1.0 or METHODS.get(self.method).scorer is None:
             changes.update(proxy=ProxyConfig(), score_seed=None)
         elif self.score_seed is None:
             changes["score_seed"] = self.seed
         return dataclasses.replace(self, **changes)
 
-    def key(self) -> str:
-        """The run's store key: the resolved config without provenance fields (``alpha_rule``)."""
+    def identity(self) -> dict:
+        """What the run's key hashes: the resolved config without provenance (``alpha_rule``); hyperparameter
+        fields only when the method or loss declares some, so a run without any keeps its earlier key."""
         d = canonical(self.resolved())
         d.pop("alpha_rule", None)
+        for name in ("method_params", "kd_params"):
+            if not d[name]:
+                d.pop(name)
+        return d
+
+    def key(self) -> str:
+        """The run's store key (``config_key`` of ``identity()``)."""
+        return config_key(self.identity())
+
+    def teacher_config(self) -> "TeacherConfig":
+        """The teacher this run distils from (``TeacherConfig.of``)."""
+        return TeacherConfig.of(self)
+
+    def score_spec(self) -> Optional["ScoreSpec"]:
+        """The score cache this run selects from, or None (``ScoreSpec.of``)."""
+        return ScoreSpec.of(self)
+
+    def group_key(self) -> str:
+        """What runs must share to train in lockstep (same batches): the identity without the loss and the
+        teacher (``LOSS_FIELDS``), which each student of a group has on its own."""
+        d = self.identity()
+        for name in LOSS_FIELDS:
+            d.pop(name, None)
         return config_key(d)
+
+
+LOSS_FIELDS = ("alpha", "tau", "kd_loss", "kd_params", "teacher", "teacher_fraction", "teacher_train")
 
 
 @dataclass(frozen=True)
@@ -129,6 +177,45 @@ class TeacherConfig:
         assert r.teacher is not None and r.teacher_train is not None
         return cls(r.dataset, r.teacher, r.seed, r.teacher_train, r.teacher_fraction, r.label_noise, r.noise_seed)
 
+    def key(self) -> str:
+        """The teacher's store key (under ``teachers/``)."""
+        return config_key(self)
+
+
+@dataclass(frozen=True)
+class ScoreSpec:
+    """A score cache: a scorer (by its declared name, with its hyperparameters) run on a dataset with a proxy
+    recipe, proxy architecture, seed and label noise; shared by every method and fraction that uses it."""
+
+    dataset: str
+    scorer: str
+    proxy: ProxyConfig
+    model: str
+    seed: int
+    label_noise: float
+    noise_seed: int
+    params: Mapping[str, Any] = field(default_factory=Params)
+
+    @classmethod
+    def of(cls, run: RunConfig) -> Optional["ScoreSpec"]:
+        """The scores ``run`` selects from, or None (everything kept, or a method without a scorer)."""
+        r = run.resolved()
+        method = METHODS.get(r.method)
+        if r.fraction == 1.0 or method.scorer is None:
+            return None
+        return cls(r.dataset, method.scorer_key, r.proxy, r.proxy.model or r.model, int(r.score_seed),
+                   r.label_noise, r.noise_seed, Params(method.score_params(r.method_params)))
+
+    def identity(self) -> dict:
+        """What the key hashes (no ``params`` entry for a scorer without hyperparameters: its earlier key)."""
+        d = canonical(self)
+        if not d["params"]:
+            d.pop("params")
+        return d
+
+    def key(self) -> str:
+        return config_key(self.identity())
+
 
 def noisy_labels(labels: torch.Tensor, rate: float, num_classes: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
     """Symmetric label noise: a ``rate`` share of samples (exactly round(rate*N)) get a different, uniformly
@@ -145,14 +232,17 @@ def noisy_labels(labels: torch.Tensor, rate: float, num_classes: int, seed: int)
 
 
 def select_subset(method: str, scores: Mapping[str, np.ndarray], labels: np.ndarray, fraction: float, seed: int,
-                  class_balanced: bool = False) -> np.ndarray:
-    """Sorted indices kept by ``method`` (its selector on ``scores``): exactly round(f*N), drawn from the
-    run's subset stream (``kdlib.seeds.subset_rng``); every index when ``fraction == 1``."""
+                  class_balanced: bool = False, params: Optional[Mapping[str, Any]] = None) -> np.ndarray:
+    """Sorted indices kept by ``method`` (its selector on ``scores``, with its hyperparameters at their defaults
+    or ``params``): exactly round(f*N), drawn from the run's subset stream (``kdlib.seeds.subset_rng``); every
+    index when ``fraction == 1``."""
     labels = np.asarray(labels)
     if fraction == 1.0:
         return np.arange(len(labels), dtype=np.int64)
     k = budget(len(labels), fraction)
-    idx = METHODS.get(method).select(dict(scores), labels, k, subset_rng(seed), class_balanced)
+    m = METHODS.get(method)
+    idx = m.select(dict(scores), labels, k, subset_rng(seed), class_balanced,
+                   **m.selector_params(m.hyperparameters(params)))
     if len(idx) != k or len(np.unique(idx)) != k:
         raise RuntimeError(f"method {method!r} returned {len(np.unique(idx))} distinct indices, expected {k}")
     return np.sort(np.asarray(idx, dtype=np.int64))
@@ -195,35 +285,31 @@ class Study:
         return noisy_labels(data.y_train, cfg.label_noise, data.num_classes, cfg.noise_seed)
 
     def scores(self, cfg: RunConfig) -> dict[str, np.ndarray]:
-        """The method's per-sample arrays, computed once per (dataset, scorer, proxy, seed, noise); under DDP
-        by rank 0 while the others wait, then read by every rank."""
-        r = cfg.resolved()
-        method = METHODS.get(r.method)
-        if method.scorer is None:
+        """The method's per-sample arrays, computed once per ``ScoreSpec`` (dataset, scorer and its
+        hyperparameters, proxy, seed, noise); under DDP by rank 0 while the others wait, then read by every rank."""
+        spec = ScoreSpec.of(cfg)
+        if spec is None:
             return {}
         if self.group.backend is not None:
             try:
                 if self.group.main:
-                    Study(self.store, str(self.device), self.data_root, self.progress).scores(r)
+                    Study(self.store, str(self.device), self.data_root, self.progress).scores(cfg)
             finally:
                 self.group.barrier()
-        ident = {"dataset": r.dataset, "scorer": method.scorer_key, "proxy": r.proxy,
-                 "model": r.proxy.model or r.model, "seed": r.score_seed, "label_noise": r.label_noise,
-                 "noise_seed": r.noise_seed}
-        key = config_key(ident)
+        key = spec.key()
         with self.store.lock("scores", key):
             rec = self.store.done("scores", key)
             if rec is not None:
                 arrays = self.store.load_arrays("scores", key, rec["sha256"])
                 if arrays is not None:
                     return arrays
-            labels, _ = self.labels(r)
+            labels, _ = self.labels(cfg)
             t0 = time.perf_counter()
-            ctx = ScoreContext(self.data(r.dataset), labels, r.proxy, r.proxy.model or r.model, int(r.score_seed),
-                               str(self.device), self.progress)
-            arrays = {k: np.asarray(v) for k, v in method.scorer(ctx).items()}
+            ctx = ScoreContext(self.data(spec.dataset), labels, spec.proxy, spec.model, spec.seed, str(self.device),
+                               self.progress, dict(spec.params))
+            arrays = {k: np.asarray(v) for k, v in METHODS.get(cfg.method).scorer(ctx).items()}
             sha = self.store.save_arrays("scores", key, arrays)
-            self.store.put("scores", key, {"status": "done", "config": ident, "sha256": sha,
+            self.store.put("scores", key, {"status": "done", "config": spec.identity(), "sha256": sha,
                                            "seconds": time.perf_counter() - t0})
             return arrays
 
@@ -234,11 +320,12 @@ class Study:
         if r.fraction == 1.0:
             return np.arange(data.n_train)
         labels, _ = self.labels(r)
-        return select_subset(r.method, self.scores(r), labels.numpy(), r.fraction, r.seed, r.class_balanced)
+        return select_subset(r.method, self.scores(r), labels.numpy(), r.fraction, r.seed, r.class_balanced,
+                             r.method_params)
 
     def teacher(self, cfg: TeacherConfig) -> tuple[torch.nn.Module, dict]:
         """The trained teacher and its record, from the store or trained now (once, under a lock)."""
-        key = config_key(cfg)
+        key = cfg.key()
         data = self.data(cfg.dataset)
         with self._lock("teachers", key):
             rec = self._done("teachers", key)
@@ -286,7 +373,7 @@ class Study:
             torch.manual_seed(r.seed)
             model = build_model(r.model, data.num_classes, data.in_channels)
             result = train(model, data, r.train, indices=indices, labels=labels,
-                           loss_fn=make_kd_loss(r.kd_loss, r.alpha, r.tau), teacher=teacher, seed=r.seed,
+                           loss_fn=make_kd_loss(r.kd_loss, r.alpha, r.tau, r.kd_params), teacher=teacher, seed=r.seed,
                            progress=self.progress, desc=f"{r.method} f={r.fraction:g} a={r.alpha:g} s={r.seed}",
                            checkpoint=slot, group=self.group)
         except TrainingDiverged as err:
@@ -310,6 +397,7 @@ class Study:
 
 
 GRID_AXES = tuple(RunConfig.__dataclass_fields__)
+RUN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig) if f.default is not dataclasses.MISSING}
 
 
 def expand_grid(base: RunConfig | Mapping[str, Any], axes: Mapping[str, Iterable[Any]],
@@ -323,7 +411,8 @@ def expand_grid(base: RunConfig | Mapping[str, Any], axes: Mapping[str, Iterable
     names = list(axes)
     configs = []
     for values in itertools.product(*(list(axes[n]) for n in names)):
-        configs.append(RunConfig.from_dict(resolve_alpha({**base_dict, **dict(zip(names, values))}, store)))
+        configs.append(RunConfig.from_dict(resolve_alpha({**base_dict, **dict(zip(names, values))}, store,
+                                                         RUN_DEFAULTS)))
     return configs
 
 
@@ -380,13 +469,11 @@ def run_grid(configs: Sequence[RunConfig], store: Store | str, device: str = "au
     together, up to 8 per group (or ``lockstep`` when an int), sharing batches and teacher forwards
     (``kdlib.lockstep``); same records, equal up to float rounding.
     """
-    from .executors import check_executor, run_once, run_parallel
-
     if check_executor(executor) != "local":
         if lockstep:
             raise ValueError(f"lockstep=True runs in the local executor, not executor={executor!r}")
         recs = run_parallel(configs, store, device, data_root, progress, executor, workers, address, num_cpus,
-                            num_gpus)
+                            num_gpus, study_class=Study)
         return pd.DataFrame([flatten(rec, cfg) for rec, cfg in zip(recs, configs)])
     study = Study(store, device, data_root, progress)
     todo = sorted(range(len(configs)), key=lambda i: (configs[i].dataset, configs[i].seed, configs[i].method))
@@ -403,8 +490,6 @@ def run_grid(configs: Sequence[RunConfig], store: Store | str, device: str = "au
 def _run_grid_lockstep(study: Study, configs: Sequence[RunConfig], todo: list[int], max_group: int) -> pd.DataFrame:
     """``run_grid(lockstep=...)``: pending runs grouped by ``kdlib.lockstep.group_key`` (in ``todo`` order, at
     most ``max_group`` distinct runs per group), each group trained by ``kdlib.lockstep.run_group``."""
-    from .lockstep import group_key, run_group
-
     check_positive(max_group, "lockstep", integer=True)
     groups: dict[str, list[int]] = {}
     for i in todo:
@@ -425,7 +510,23 @@ def _run_grid_lockstep(study: Study, configs: Sequence[RunConfig], todo: list[in
     return pd.DataFrame([flatten(records[i], configs[i]) for i in range(len(configs))])
 
 
+def current(record: dict) -> bool:
+    """Whether a run record is still its config's record under today's keys. A record written before a change
+    of what a key holds (say, a pruning method that now declares a hyperparameter) is not: it is never served
+    for a run (its key is no longer asked for) and ``load_records`` leaves it out."""
+    try:
+        return RunConfig.from_dict(record["config"]).key() == record["key"]
+    except (ValueError, TypeError, KeyError):
+        return False
+
+
 def load_records(store: Store | str) -> pd.DataFrame:
-    """Every run record in the store as a table (one row per distinct run)."""
+    """Every current run record in the store as a table (one row per distinct run); records made under other
+    keys by an earlier kdlib are left out with a warning saying how many."""
     store = store if isinstance(store, Store) else Store(store)
-    return pd.DataFrame([flatten(rec) for rec in store.records("runs")])
+    records = store.records("runs")
+    kept = [rec for rec in records if current(rec)]
+    if len(kept) < len(records):
+        warnings.warn(f"{len(records) - len(kept)} run record(s) in {store.root} were written under keys that "
+                      f"no longer name their config (an earlier kdlib); they are left out", stacklevel=2)
+    return pd.DataFrame([flatten(rec) for rec in kept])
