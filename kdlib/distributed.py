@@ -34,10 +34,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import socket
-import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
@@ -53,6 +49,7 @@ from .models import MODELS, build_model
 from .processes import ProcessGroup
 from .seeds import epoch_seed
 from .store import Store, canonical, config_key
+from .executors import free_port, run_torchrun, torchrun_command  # noqa: F401  (re-exported)
 from .study import RunConfig, Study, select_subset
 from .train import (ModelSteps, TrainConfig, TrainingDiverged, autocast_context, mean_losses, run_loop)
 from .validate import check_fraction, check_positive, check_unit_interval, from_plain
@@ -424,44 +421,15 @@ def load_launch(path: str | os.PathLike) -> dict:
     return spec
 
 
-def free_port() -> int:
-    """A TCP port free on this host right now (for torchrun's --master_port)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def torchrun_command(config_path: str | os.PathLike, nproc: int, port: Optional[int] = None,
-                     results: Optional[str | os.PathLike] = None) -> list[str]:
-    """The command that runs a launch file on ``nproc`` local processes."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-           f"--master_port={port or free_port()}", "-m", "kdlib.distributed", "--config", str(config_path)]
-    return cmd + (["--results", str(results)] if results else [])
-
-
 def launch(configs: Sequence[DistConfig | RunConfig | Mapping[str, Any]], store: str | os.PathLike, nproc: int = 1,
            progress: bool = True, device: str = "auto", echo: bool = True) -> list[dict]:
     """Runs ``configs`` in order and returns their records: in this process when ``nproc <= 1``, else through
-    ``torchrun --nproc_per_node=nproc`` in a subprocess (its output streamed here when ``echo``)."""
+    ``torchrun --nproc_per_node=nproc`` in a subprocess (``kdlib.executors.run_torchrun``; its output streamed
+    here when ``echo``)."""
     configs = [as_config(c) for c in configs]
     if nproc <= 1:
         return run_all(configs, ProcessGroup.from_env(device), Store(store), progress)
-    Path(store).mkdir(parents=True, exist_ok=True)
-    spec = {"store": str(store), "progress": progress, "device": device, "runs": [canonical(c) for c in configs]}
-    with tempfile.TemporaryDirectory(prefix="kdlib-launch-") as tmp:
-        cfg_path, res_path = Path(tmp) / "launch.json", Path(tmp) / "results.json"
-        cfg_path.write_text(json.dumps(spec))
-        cmd = torchrun_command(cfg_path, nproc, results=res_path)
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-        tail: list[str] = []
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            tail = (tail + [line])[-60:]
-            if echo:
-                print(line, end="", flush=True)
-        if proc.wait() != 0 or not res_path.exists():
-            raise RuntimeError(f"torchrun exited with status {proc.returncode}: {' '.join(cmd)}\n{''.join(tail)}")
-        return json.loads(res_path.read_text())
+    return run_torchrun(configs, store, nproc, progress, device, echo)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

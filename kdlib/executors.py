@@ -20,20 +20,26 @@ count is equal (a different count can change the last bits of the losses, in bf1
 """
 from __future__ import annotations
 
+import json
 import os
+import socket
+import subprocess
+import sys
+import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
 
-from .store import Store
+from .store import Store, canonical
 from .train import TrainingDiverged
-from .validate import check_choice
+from .validate import check_choice, check_positive
 
-EXECUTORS = ("local", "processes", "ray")
+EXECUTORS = ("local", "processes", "ray", "torchrun")
 
 
 def check_executor(executor: str) -> str:
@@ -199,8 +205,8 @@ def run_parallel(configs: Sequence[Any], store: Store | str, device: str = "auto
     started and is raised here (finished records are kept: run the grid again to resume).
     """
     check_executor(executor)
-    if executor == "local":
-        raise ValueError("run_parallel runs executor='processes' or 'ray'; use run_grid for 'local'")
+    if executor in ("local", "torchrun"):
+        raise ValueError(f"run_parallel runs executor='processes' or 'ray'; use run_grid for {executor!r}")
     store = store if isinstance(store, Store) else Store(store)
     root = str(store.root.resolve())
     keys = [c.key() for c in configs]
@@ -276,3 +282,44 @@ def _drive(pool: Any, todo: dict[str, Any], store: Store, spec: WorkerSpec, reco
     except BaseException:
         pool.cancel(list(handles))
         raise
+
+
+# --- torchrun: one DDP job over the grid's runs ----------------------------------------------------------------------
+def free_port() -> int:
+    """A TCP port free on this host right now (for torchrun's --master_port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun_command(config_path: str | os.PathLike, nproc: int, port: Optional[int] = None,
+                     results: Optional[str | os.PathLike] = None) -> list[str]:
+    """The command that runs a launch file (``kdlib.distributed``) on ``nproc`` local processes."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+           f"--master_port={port or free_port()}", "-m", "kdlib.distributed", "--config", str(config_path)]
+    return cmd + (["--results", str(results)] if results else [])
+
+
+def run_torchrun(configs: Sequence[Any], store: Store | str | os.PathLike, nproc: int, progress: bool = True,
+                 device: str = "auto", echo: bool = True) -> list[dict]:
+    """The records of ``configs`` (run configs, trained in order by one ``torchrun --nproc_per_node=nproc`` job of
+    ``kdlib.distributed`` in a subprocess, its output streamed here when ``echo``). ``nproc`` is runtime, not
+    part of any key: the records are those a single process writes."""
+    check_positive(nproc, "nproc", integer=True)
+    root = Path(store.root if isinstance(store, Store) else store)
+    root.mkdir(parents=True, exist_ok=True)
+    spec = {"store": str(root), "progress": progress, "device": device, "runs": [canonical(c) for c in configs]}
+    with tempfile.TemporaryDirectory(prefix="kdlib-launch-") as tmp:
+        cfg_path, res_path = Path(tmp) / "launch.json", Path(tmp) / "results.json"
+        cfg_path.write_text(json.dumps(spec))
+        cmd = torchrun_command(cfg_path, nproc, results=res_path)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        tail: list[str] = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            tail = (tail + [line])[-60:]
+            if echo:
+                print(line, end="", flush=True)
+        if proc.wait() != 0 or not res_path.exists():
+            raise RuntimeError(f"torchrun exited with status {proc.returncode}: {' '.join(cmd)}\n{''.join(tail)}")
+        return json.loads(res_path.read_text())

@@ -25,7 +25,7 @@ from .seeds import subset_rng, teacher_subset_rng
 from .train import TrainConfig, TrainingDiverged, resolve_device, train
 from .validate import check_fraction, check_positive, check_unit_interval, from_plain
 from .alpha_rule import check_alpha, resolve_alpha
-from .executors import WorkerSpec, check_executor, run_once, run_parallel
+from .executors import check_executor, run_once, run_parallel, run_torchrun
 from .lockstep import group_key, run_group
 
 
@@ -457,14 +457,15 @@ def flatten(record: dict, requested: Optional[RunConfig] = None) -> dict:
 def run_grid(configs: Sequence[RunConfig], store: Store | str, device: str = "auto",
              data_root: Optional[str] = None, progress: bool = True, executor: str = "local",
              workers: Optional[int] = None, address: Optional[str] = None, num_cpus: float = 1,
-             num_gpus: float = 0, lockstep: bool | int = False) -> pd.DataFrame:
+             num_gpus: float = 0, lockstep: bool | int = False, nproc: int = 1) -> pd.DataFrame:
     """Runs every config (finished ones are read, not recomputed) and returns one row per requested config.
 
     Configs run in an order that trains each teacher and scores each method once. A run that diverges is
     recorded as failed and the grid goes on; a Ctrl-C stops it with every finished record kept.
-    ``executor`` is 'local' (this process), 'processes' (a pool of ``workers`` processes) or 'ray' (one Ray task
-    per run asking ``num_cpus``/``num_gpus``, on the cluster at ``address`` or a local instance): see
-    ``kdlib.executors``. Every executor writes the same records to the same store.
+    ``executor`` is 'local' (this process), 'processes' (a pool of ``workers`` processes), 'ray' (one Ray task
+    per run asking ``num_cpus``/``num_gpus``, on the cluster at ``address`` or a local instance) or 'torchrun'
+    (every run trained with DDP over ``nproc`` processes, ``kdlib.distributed``): see ``kdlib.executors``.
+    Every executor writes the same records to the same store; ``workers`` and ``nproc`` are not part of any key.
     ``lockstep`` (local executor only): pending runs that differ only in alpha (tau, KD loss, teacher) train
     together, up to 8 per group (or ``lockstep`` when an int), sharing batches and teacher forwards
     (``kdlib.lockstep``); same records, equal up to float rounding.
@@ -472,6 +473,9 @@ def run_grid(configs: Sequence[RunConfig], store: Store | str, device: str = "au
     if check_executor(executor) != "local":
         if lockstep:
             raise ValueError(f"lockstep=True runs in the local executor, not executor={executor!r}")
+        if executor == "torchrun":  # one DDP job of nproc processes over the runs, in order
+            recs = run_torchrun(configs, store, nproc, progress, device)
+            return pd.DataFrame([flatten(rec, cfg) for rec, cfg in zip(recs, configs)])
         recs = run_parallel(configs, store, device, data_root, progress, executor, workers, address, num_cpus,
                             num_gpus, study_class=Study)
         return pd.DataFrame([flatten(rec, cfg) for rec, cfg in zip(recs, configs)])

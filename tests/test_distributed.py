@@ -14,7 +14,7 @@ from kdlib.distributed import DistConfig, FolderSource, free_port, launch, load_
 from kdlib.models import build_model
 from kdlib.processes import ProcessGroup
 from kdlib.store import Store, canonical, config_key
-from kdlib.study import RunConfig, Study, TeacherConfig
+from kdlib.study import RunConfig, Study, TeacherConfig, run_grid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = {"epochs": 2, "batch_size": 32, "lr": 0.05, "schedule": "cosine", "precision": "fp32"}
@@ -100,13 +100,15 @@ def test_in_process_launch_is_the_study_run_with_the_study_teacher(tmp_path, mon
 
 
 def test_torchrun_one_process_equals_the_in_process_run(tmp_path, one_thread):
-    """A 1-process gloo DDP run (model wrapped in DDP) of a RunConfig gives the record of Study.run in this process:
-    the same teacher (key and logits, else the KD losses would differ), accuracy and loss curve."""
+    """run_grid(executor='torchrun', nproc=1): a 1-process gloo DDP job (model wrapped in DDP) of a RunConfig gives
+    the record of Study.run in this process: the same teacher (key and weights; its logits too, else the KD losses
+    would differ), accuracy and loss curve."""
     store = tmp_path / "ddp"
-    (line,) = torchrun(launch_file(tmp_path, store, [KD]), nproc=1)
-    rec = Store(store).done("runs", line["key"])
-    assert rec["world_size"] == 1 and line["key"] == RunConfig.from_dict(KD).key()
-    alone = Study(tmp_path / "alone", device="cpu", progress=False).run(RunConfig.from_dict(KD))
+    cfg = RunConfig.from_dict(KD)
+    row = run_grid([cfg], store, executor="torchrun", nproc=1, device="cpu", progress=False).iloc[0]
+    rec = Store(store).done("runs", row["key"])
+    assert rec["world_size"] == 1 and row["key"] == cfg.key()
+    alone = Study(tmp_path / "alone", device="cpu", progress=False).run(cfg)
     assert rec["teacher_key"] == alone["teacher_key"]
     assert Store(store).done("teachers", rec["teacher_key"])["sha256"] == \
         Store(tmp_path / "alone").done("teachers", alone["teacher_key"])["sha256"]
