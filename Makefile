@@ -1,33 +1,43 @@
 # Two entry points, each doing its own set-up on a fresh machine (Python 3.11 + pip):
 #   make study   - create .venv, install kdlib, run every notebook headless on the quick parameters
-#   make test    - create .venv, install kdlib + pytest, run the test suite
+#   make test    - create .venv, install kdlib + pytest (+ ray), run the test suite
 PYTHON ?= python3
 VENV ?= .venv
 PROFILE ?= quick
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.kdlib-installed
+TEST_STAMP := $(VENV)/.kdlib-test-installed
 # OpenMP threads that sleep instead of spinning while they wait: with the default (active) policy, torch's two
 # threads slow down 3-10x whenever another process competes for the cores (measured: a digits run 78 s -> 13.5 s).
 export OMP_WAIT_POLICY ?= PASSIVE
+# Byte-code is written once and read by every later process. With PYTHONDONTWRITEBYTECODE set (many containers and
+# CI images) every notebook kernel and grid worker would compile torch, pandas and seaborn from source again:
+# measured 2-2.4x slower start-up (benchmarks/startup.py).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: study test test-slow bench install clean-outputs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip >/dev/null
-	$(PY) -m pip install --no-compile -e '.[test]'  # byte-compiled lazily on first import: saves ~16k compiles
+	$(PY) -m pip install --no-compile -e .  # not all ~16k files: only what kdlib's processes import, below
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	$(PY) -m kdlib.warmup  # byte-compiles the modules every notebook kernel and grid worker imports
 	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install --no-compile -e '.[test]'
+	touch $(TEST_STAMP)
 
 install: $(STAMP)
 
 study: $(STAMP)
 	$(PY) -m kdlib.notebooks --profile $(PROFILE)
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PY) -m pytest -q
 
-test-slow: $(STAMP)
+test-slow: $(TEST_STAMP)
 	$(PY) -m pytest -q -m slow
 
 bench: $(STAMP)  # OpenMP's default (spinning) waits: the fastest on idle cores, see README 'Speed on shared CPUs'

@@ -53,6 +53,20 @@ def matmul_gflops(n: int = 2048, dtype: torch.dtype = torch.bfloat16, repeats: i
     return median(rates)
 
 
+def machine_header() -> str:
+    """The machine a number comes from: CPU, torch's capability string, what precision='auto' resolves to,
+    threads and the OpenMP wait policy. Every benchmark prints it first."""
+    import os
+
+    from kdlib.precision import cpu_name, resolve_precision
+
+    return (f"machine: {cpu_name()}; torch {torch.__version__}; cpu capability "
+            f"{torch.backends.cpu.get_cpu_capability()}; oneDNN bf16 "
+            f"{bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())}; precision auto -> "
+            f"{resolve_precision('auto', 'cpu')} on cpu; torch threads {torch.get_num_threads()}; "
+            f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(default)')}; {load_note()}")
+
+
 def load_note() -> str:
     """The 1-minute load average against the core count: the machine is shared, numbers move with it."""
     try:

@@ -20,13 +20,15 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
-import pandas as pd
 
 from .store import Store
 from .validate import check_fields
+
+if TYPE_CHECKING:  # imported where tables are built: a grid worker that resolves alphas never loads pandas
+    import pandas as pd
 
 AUTO = "auto"
 RULE_KINDS = ("loglinear", "logistic", "default")
@@ -106,6 +108,8 @@ def best_alpha(df: pd.DataFrame, by: Sequence[str] = ("method", "fraction"), val
     ``n_boot`` bootstrap resamples of the seeds), ``seed_mean``/``seed_sd`` (mean and sd of each seed's own
     argmax) and ``n_seeds``. Seeds missing an alpha are dropped from that group.
     """
+    import pandas as pd
+
     done = df[df["status"] == "done"] if "status" in df else df
     rng = np.random.default_rng(seed)
     rows = []

@@ -7,10 +7,9 @@ import time
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
@@ -20,6 +19,7 @@ from .models import MODELS, build_model
 from .prune import METHODS, ProxyConfig, ScoreContext, budget
 from .registry import Params
 from .store import Store, canonical, config_key
+from .precision import runtime_info
 from .processes import ProcessGroup
 from .seeds import subset_rng, teacher_subset_rng
 from .train import TrainConfig, TrainingDiverged, resolve_device, train
@@ -27,6 +27,9 @@ from .validate import check_fraction, check_positive, check_unit_interval, from_
 from .alpha_rule import check_alpha, resolve_alpha
 from .executors import check_executor, run_once, run_parallel, run_torchrun
 from .lockstep import group_key, run_group
+
+if TYPE_CHECKING:  # pandas is imported where tables are built, so a grid worker never loads it
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -349,7 +352,8 @@ class Study:
             if self.group.main:
                 sha = self.store.save_state("teachers", key, {k: v.cpu() for k, v in model.state_dict().items()})
             rec = self._put("teachers", key, {"status": "done", "config": cfg, "sha256": sha,
-                                              "result": result.to_dict()})
+                                              "result": result.to_dict(),
+                                              "runtime": runtime_info(self.device, cfg.train.precision)})
             if self.group.main:
                 slot.clear()
             return model.eval(), rec
@@ -393,6 +397,7 @@ class Study:
             "teacher_acc": None if teacher_rec is None else teacher_rec["result"]["final_acc"],
             "teacher_key": None if teacher_rec is None else teacher_rec["key"],
             "device": str(self.device), "torch": torch.__version__, "world_size": self.group.world,
+            "runtime": runtime_info(self.device, r.train.precision),
         }
 
 
@@ -451,6 +456,8 @@ def flatten(record: dict, requested: Optional[RunConfig] = None) -> dict:
     for k in ("n_train", "n_full", "noisy_kept", "teacher_acc", "error"):
         row[k] = record.get(k)
     row["kd"] = cfg.get("alpha", 0) > 0
+    for k, v in (record.get("runtime") or {}).items():  # what ran (precision, device, CPU, threads): not keyed
+        row[f"runtime.{k}"] = v
     return row
 
 
@@ -470,6 +477,8 @@ def run_grid(configs: Sequence[RunConfig], store: Store | str, device: str = "au
     together, up to 8 per group (or ``lockstep`` when an int), sharing batches and teacher forwards
     (``kdlib.lockstep``); same records, equal up to float rounding.
     """
+    import pandas as pd
+
     if check_executor(executor) != "local":
         if lockstep:
             raise ValueError(f"lockstep=True runs in the local executor, not executor={executor!r}")
@@ -494,6 +503,8 @@ def run_grid(configs: Sequence[RunConfig], store: Store | str, device: str = "au
 def _run_grid_lockstep(study: Study, configs: Sequence[RunConfig], todo: list[int], max_group: int) -> pd.DataFrame:
     """``run_grid(lockstep=...)``: pending runs grouped by ``kdlib.lockstep.group_key`` (in ``todo`` order, at
     most ``max_group`` distinct runs per group), each group trained by ``kdlib.lockstep.run_group``."""
+    import pandas as pd
+
     check_positive(max_group, "lockstep", integer=True)
     groups: dict[str, list[int]] = {}
     for i in todo:
@@ -527,6 +538,8 @@ def current(record: dict) -> bool:
 def load_records(store: Store | str) -> pd.DataFrame:
     """Every current run record in the store as a table (one row per distinct run); records made under other
     keys by an earlier kdlib are left out with a warning saying how many."""
+    import pandas as pd
+
     store = store if isinstance(store, Store) else Store(store)
     records = store.records("runs")
     kept = [rec for rec in records if current(rec)]

@@ -26,13 +26,13 @@ from tqdm.auto import tqdm
 
 from .augment import augment
 from .data import ImageData
+from .precision import PRECISIONS, needs_loss_scaler, resolve_precision
 from .processes import ProcessGroup
 from .seeds import epoch_generator
 from .validate import check_choice, check_fields, check_positive
 
 SCHEDULES = ("step", "cosine", "onecycle", "constant")
 BUDGETS = ("epochs", "steps")
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 
 class TrainingDiverged(RuntimeError):
@@ -120,20 +120,17 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def autocast_context(device: torch.device, precision: str):
-    """bf16 autocast on CPU (AVX-512 BF16 makes convnets ~1.7x faster), bf16/fp16 AMP on CUDA, or nothing."""
-    if precision == "fp32":
+    """Autocast for the precision the run resolves to on ``device`` (``kdlib.precision``): bf16 on a CPU that
+    computes it natively (``auto``) or when asked, bf16/fp16 AMP on CUDA, nothing for fp32."""
+    resolved = resolve_precision(precision, device)
+    if resolved == "fp32" or device.type not in ("cpu", "cuda"):
         return nullcontext()
-    if device.type == "cuda":
-        dtype = torch.float16 if precision == "fp16" else torch.bfloat16
-        return torch.autocast("cuda", dtype=dtype)
-    if device.type == "cpu" and precision in ("auto", "bf16"):
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return nullcontext()
+    return torch.autocast(device.type, dtype=torch.float16 if resolved == "fp16" else torch.bfloat16)
 
 
 def make_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
-    """A loss scaler, enabled only for fp16 on CUDA (bf16 and fp32 need none; disabled it is a pass-through)."""
-    return torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and precision == "fp16")
+    """A loss scaler, enabled only when the run resolves to fp16 on CUDA (a pass-through otherwise)."""
+    return torch.amp.GradScaler("cuda", enabled=needs_loss_scaler(precision, device))
 
 
 def total_steps(cfg: TrainConfig, n_subset: int, n_full: int,

@@ -17,7 +17,9 @@ from kdlib.train import FileCheckpoint, TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 FP32 = TrainConfig(epochs=2, batch_size=64, lr=0.05, schedule="cosine", precision="fp32")
-FP16 = TrainConfig(epochs=1, batch_size=128, lr=0.05, schedule="cosine", precision="fp16")
+# fp16 needs CUDA (kdlib.precision); on CPU the spy scaler below shows every path steps through the scaler that
+# make_scaler(device, precision) gives it, and make_scaler enables it exactly for fp16 on CUDA.
+SCALED = TrainConfig(epochs=1, batch_size=128, lr=0.05, schedule="cosine", precision="fp32")
 
 
 @pytest.fixture(scope="module")
@@ -88,11 +90,11 @@ def gloo_group():
 
 def _single(digits, group=None):
     (m,) = models(1)
-    return [train(m, digits, FP16, indices=range(256), seed=0, progress=False, evaluate_test=False, group=group)]
+    return [train(m, digits, SCALED, indices=range(256), seed=0, progress=False, evaluate_test=False, group=group)]
 
 
 def _lockstep(digits, mode, threads=None):
-    return train_lockstep(models(2), digits, FP16, indices=range(256), loss_fns=[None, make_kd_loss("kd", 0, 4.0)],
+    return train_lockstep(models(2), digits, SCALED, indices=range(256), loss_fns=[None, make_kd_loss("kd", 0, 4.0)],
                           seed=0, mode=mode, threads=threads, progress=False, evaluate_test=False)
 
 
@@ -102,14 +104,21 @@ def test_every_path_steps_through_a_loss_scaler_made_for_its_precision(digits, s
                "lockstep threads": lambda: _lockstep(digits, "loop", 2),
                "lockstep stacked": lambda: _lockstep(digits, "stacked")}[path]()
     steps = results[0].steps
-    assert steps == 2 and scalers and all(s.precision == "fp16" for s in scalers)
+    assert steps == 2 and scalers and all(s.precision == SCALED.precision for s in scalers)
     assert sum(s.calls["scale"] for s in scalers) == steps * (1 if path in ("single", "lockstep stacked") else 2)
     assert all(s.calls["scale"] == s.calls["step"] == s.calls["update"] for s in scalers)
 
 
 def test_the_ddp_path_steps_through_a_loss_scaler(digits, scalers, gloo_group):
     (result,) = _single(digits, gloo_group)
-    assert [(s.precision, s.calls["scale"]) for s in scalers] == [("fp16", result.steps)]
+    assert [(s.precision, s.calls["scale"]) for s in scalers] == [(SCALED.precision, result.steps)]
+
+
+def test_the_scaler_every_path_makes_is_enabled_for_fp16_on_cuda():
+    from kdlib.precision import needs_loss_scaler
+
+    assert needs_loss_scaler("fp16", torch.device("cuda", 0))
+    assert not needs_loss_scaler("bf16", torch.device("cuda", 0)) and not needs_loss_scaler("fp32", "cpu")
 
 
 def test_ddp_path_of_one_process_is_train_bit_for_bit(digits, gloo_group):

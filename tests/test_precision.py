@@ -1,0 +1,146 @@
+"""precision='auto' resolves per device from the hardware's capability; records say what ran."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from kdlib import precision as P
+from kdlib.train import autocast_context, make_scaler
+
+
+def _never_probe() -> bool:
+    raise AssertionError("the probe must not run when the flags decide")
+
+
+def test_no_onednn_bf16_means_fp32():
+    assert P.choose_cpu_precision(False, frozenset({"avx512_bf16"}), _never_probe) == "fp32"
+
+
+def test_avx2_flags_mean_fp32():
+    assert P.choose_cpu_precision(True, frozenset({"avx2", "fma", "avx512f"}), _never_probe) == "fp32"
+
+
+def test_avx512_bf16_flag_means_bf16():
+    assert P.choose_cpu_precision(True, frozenset({"avx2", "avx512f", "avx512_bf16"}), _never_probe) == "bf16"
+
+
+def test_amx_flag_means_bf16():
+    assert P.choose_cpu_precision(True, frozenset({"amx_bf16"}), _never_probe) == "bf16"
+
+
+def test_arm_bf16_feature_means_bf16():
+    assert P.choose_cpu_precision(True, frozenset({"asimd", "bf16"}), _never_probe) == "bf16"
+
+
+def test_unreadable_flags_probe_says_faster():
+    assert P.choose_cpu_precision(True, None, lambda: True) == "bf16"
+
+
+def test_unreadable_flags_probe_says_slower():
+    assert P.choose_cpu_precision(True, None, lambda: False) == "fp32"
+
+
+def test_probe_answer_is_cached_per_machine(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(P, "probe_bf16_faster", lambda: calls.append(1) or True)
+    P.cached_probe()
+    P.cached_probe()
+    assert len(calls) == 1
+
+
+def test_probe_cache_file_holds_the_answer(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(P, "probe_bf16_faster", lambda: False)
+    P.cached_probe()
+    assert list(json.loads((tmp_path / "kdlib" / "cpu_precision.json").read_text()).values()) == [False]
+
+
+@pytest.fixture
+def cpu_says(monkeypatch):
+    """Forces what the CPU check answers for precision='auto'."""
+    def force(answer: str) -> None:
+        monkeypatch.setattr(P, "cpu_auto_precision", lambda: answer)
+    return force
+
+
+@pytest.mark.parametrize("answer", ["bf16", "fp32"])
+def test_auto_on_cpu_follows_the_capability(cpu_says, answer):
+    cpu_says(answer)
+    assert P.resolve_precision("auto", "cpu") == answer
+
+
+def test_auto_autocasts_bf16_on_a_native_cpu(cpu_says):
+    cpu_says("bf16")
+    with autocast_context(torch.device("cpu"), "auto"):
+        assert torch.is_autocast_enabled("cpu")
+
+
+def test_auto_does_not_autocast_on_an_emulating_cpu(cpu_says):
+    cpu_says("fp32")
+    with autocast_context(torch.device("cpu"), "auto"):
+        assert not torch.is_autocast_enabled("cpu")
+
+
+def test_explicit_bf16_autocasts_whatever_the_cpu(cpu_says):
+    cpu_says("fp32")
+    with autocast_context(torch.device("cpu"), "bf16"):
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+
+
+def test_explicit_fp32_never_autocasts(cpu_says):
+    cpu_says("bf16")
+    with autocast_context(torch.device("cpu"), "fp32"):
+        assert not torch.is_autocast_enabled("cpu")
+
+
+def test_fp16_on_cpu_is_an_error_naming_the_parameter():
+    with pytest.raises(ValueError, match="precision 'fp16' needs a CUDA device"):
+        P.resolve_precision("fp16", "cpu")
+
+
+def test_unknown_precision_names_the_allowed_values():
+    with pytest.raises(ValueError, match="allowed values for 'precision': auto, bf16, fp16, fp32"):
+        P.resolve_precision("fp8", "cpu")
+
+
+def test_auto_on_cuda_without_bf16_is_fp16(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert P.resolve_precision("auto", "cuda") == "fp16"
+
+
+def test_auto_on_cuda_with_bf16_is_bf16(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert P.resolve_precision("auto", "cuda") == "bf16"
+
+
+def test_scaler_needed_for_auto_on_a_gpu_without_bf16(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert P.needs_loss_scaler("auto", "cuda")
+
+
+def test_no_scaler_for_auto_on_a_gpu_with_bf16(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert not P.needs_loss_scaler("auto", "cuda")
+
+
+def test_scaler_off_on_cpu():
+    assert not make_scaler(torch.device("cpu"), "auto").is_enabled()
+
+
+def test_runtime_info_names_what_ran(cpu_says):
+    cpu_says("fp32")
+    info = P.runtime_info("cpu", "auto")
+    assert (info["precision"], info["cpu_capability"], info["threads"]) == (
+        "fp32", torch.backends.cpu.get_cpu_capability(), torch.get_num_threads())
+
+
+def test_this_machines_answer_matches_its_flags():
+    """On the machine at hand: native bf16 flags <=> auto is bf16 (AVX2-only CPUs get fp32)."""
+    flags = P.cpu_flags()
+    if flags is None:
+        pytest.skip("no /proc/cpuinfo flags on this machine")
+    native = bool(flags & P.NATIVE_BF16_FLAGS) and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert P.cpu_auto_precision() == ("bf16" if native else "fp32")
