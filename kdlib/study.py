@@ -448,6 +448,8 @@ def flatten(record: dict, requested: Optional[RunConfig] = None) -> dict:
     cfg = canonical(requested) if requested is not None else record["config"]
     row = {k: v for k, v in cfg.items() if not isinstance(v, (dict, list))}
     row.update({f"train.{k}": v for k, v in (cfg.get("train") or {}).items() if not isinstance(v, list)})
+    for name in ("method_params", "kd_params"):  # declared hyperparameters: one column each
+        row.update({f"{name}.{k}": v for k, v in (cfg.get(name) or {}).items()})
     row["key"] = record["key"]
     row["status"] = record["status"]
     res = record.get("result") or {}

@@ -197,3 +197,12 @@ def test_a_new_loss_is_one_function_and_one_registry_line(monkeypatch):
     loss = make_kd_loss(cfg.kd_loss, cfg.alpha, cfg.tau, cfg.kd_params)
     assert loss(S, T, Y).item() == pytest.approx(2 * kd_loss(S, T, Y, 0.5, 4.0).item())
     assert cfg.key() != RunConfig(teacher="convnet", alpha=0.5, kd_loss="scaled_kd").key()
+
+
+def test_hyperparameters_get_their_own_table_columns(tmp_path, tunable):
+    from kdlib.study import flatten
+
+    key = Study(tmp_path, progress=False).run(tiny_config(method="tunable", fraction=0.2,
+                                                          method_params={"skip": 3}))["key"]
+    row = flatten(Store(tmp_path).get("runs", key))
+    assert (row["method_params.skip"], row["method_params.power"]) == (3, 1.0)
