@@ -153,10 +153,184 @@ def _diverging(tmp: Path) -> str:
             f"the rest of the grid runs (status `{df.status[1]}`)")
 
 
+def _yaml_run(text: str) -> Callable[[Path], None]:
+    """A run's parameters as written in a YAML file (PyYAML reads ``5e-4`` as a string)."""
+
+    def run(tmp: Path) -> None:
+        import yaml
+
+        from kdlib.study import RunConfig
+
+        RunConfig.from_dict(yaml.safe_load(text))
+
+    return run
+
+
+def _keys(a: dict, b: dict) -> Callable[[Path], str]:
+    def run(tmp: Path) -> str:
+        from kdlib.study import RunConfig
+
+        ka, kb = RunConfig.from_dict(a).key(), RunConfig.from_dict(b).key()
+        return f"no exception: {'one key' if ka == kb else 'two keys'} (`{ka}`), one record, one table row"
+
+    return run
+
+
+def _normalised(**kw) -> Callable[[Path], str]:
+    def run(tmp: Path) -> str:
+        from kdlib.train import TrainConfig
+
+        cfg = TrainConfig(**kw)
+        return "no exception: normalised to " + ", ".join(f"`{k}={getattr(cfg, k)!r}`" for k in kw)
+
+    return run
+
+
+def _numpy_seed(tmp: Path) -> str:
+    import numpy as np
+
+    from kdlib.study import expand_grid
+
+    cfgs = expand_grid({}, {"seed": np.arange(2)})
+    return f"no exception: seeds {[c.seed for c in cfgs]} (Python ints), the same keys as seeds [0, 1]"
+
+
+def _forged(kind: str) -> Callable[[Path], str]:
+    """Writes a real record, forges it the way ``kind`` says and reads it back; returns what the store did."""
+
+    def run(tmp: Path) -> str:
+        from kdlib.store import Store, _record_checksum, config_key
+
+        store = Store(tmp / "store")
+        mine, other = config_key({"run": 1}), config_key({"run": 2})
+        store.put("runs", mine, {"status": "done", "config": {"run": 1}, "result": {"final_acc": 50.0}})
+        rec = json.loads(store.path("runs", mine).read_text())
+        rec.pop("checksum")
+        key = mine
+        if kind == "no checksum":
+            rec["result"]["final_acc"] = 99.9
+        elif kind == "copied":
+            rec["key"] = key = other
+        elif kind == "copied, checksum recomputed":
+            rec["key"] = key = other
+            rec["checksum"] = _record_checksum(rec)
+        else:  # a record written by kdlib before store format 2
+            rec.pop("ident")
+            rec["format"] = 1
+            rec["checksum"] = _record_checksum(rec)
+        store.path("runs", key).write_text(json.dumps(rec, indent=1))
+        got = store.get("runs", key)
+        (bad,) = store.root.glob("runs/*.corrupt")
+        why = bad.with_name(bad.name + ".why").read_text()
+        return f"no exception: `get` returns {got}, the file is moved aside with `.why` = `{why}`; recomputed"
+
+    return run
+
+
+def _failing_run(kind: str) -> Callable[[Path], str]:
+    """A grid of a failing run and a good one; returns what the grid recorded."""
+
+    def run(tmp: Path) -> str:
+        import torch
+
+        from kdlib.prune import METHODS, PruningMethod
+        from kdlib.store import Store
+        from kdlib.study import run_grid
+
+        torch.set_num_threads(1)
+        if kind == "fraction":
+            bad = _tiny(fraction=0.0005)
+        else:
+            def scorer(ctx):
+                raise RuntimeError("scorer exploded")
+
+            METHODS._items["table_broken"] = PruningMethod("table_broken", METHODS.get("el2n").select, "hardest", scorer)
+            bad = _tiny(method="table_broken", fraction=0.2)
+        try:
+            df = run_grid([bad, _tiny(fraction=0.1)], tmp / "store", progress=False)
+            tb = Store(tmp / "store").get("runs", bad.key()).get("traceback", "")
+        finally:
+            METHODS._items.pop("table_broken", None)
+        return (f"no exception: the run's record and row get status `{df.status[0]}`, error `{df.error[0]}`"
+                f"{', traceback `' + tb.split(' <- ')[0] + ' <- ...`' if tb else ''}; the rest of the grid runs "
+                f"(status `{df.status[1]}`)")
+
+    return run
+
+
+def _grid(axes: dict) -> Callable[[Path], None]:
+    def run(tmp: Path) -> None:
+        from kdlib.study import expand_grid
+
+        expand_grid({}, axes)
+
+    return run
+
+
+def _huge_grid(tmp: Path) -> str:
+    import warnings
+
+    from kdlib.study import expand_grid
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        n = len(expand_grid({}, {"fraction": [0.1, 0.2, 0.3, 0.4, 0.5], "seed": range(2500)}))
+    return f"no exception: {n} configs, with a UserWarning: {caught[0].message}"
+
+
+def _store_is_file(tmp: Path) -> None:
+    from kdlib.study import run_grid
+
+    (tmp / "store").write_text("")
+    run_grid([_tiny()], tmp / "store")
+
+
+def _grid_preflight(kind: str) -> Callable[[Path], None]:
+    def run(tmp: Path) -> None:
+        from kdlib.study import run_grid
+
+        if kind == "data":
+            (tmp / "empty").mkdir()
+            run_grid([_tiny(), _tiny(dataset="svhn")], tmp / "store", data_root=str(tmp / "empty"), progress=False)
+        else:
+            run_grid([_tiny()], tmp / "store", device="cuda:99", progress=False)
+
+    return run
+
+
+def _symlinked_lock(tmp: Path) -> None:
+    from kdlib.store import Store
+
+    store = Store(tmp / "store")
+    (tmp / "store" / "runs").mkdir()
+    store.path("runs", "k", ".lock").symlink_to(tmp / "outside")
+    with store.lock("runs", "k"):
+        pass
+
+
+def _file_modes(tmp: Path) -> str:
+    import os
+
+    import torch
+
+    from kdlib.store import Store, config_key
+
+    old = os.umask(0o022)
+    try:
+        store = Store(tmp / "store")
+        key = config_key({"run": 1})
+        store.put("runs", key, {"status": "done", "config": {"run": 1}})
+        store.save_state("teachers", key, {"w": torch.zeros(1)})
+    finally:
+        os.umask(old)
+    modes = sorted({oct(p.stat().st_mode & 0o777) for p in store.root.rglob("*") if p.is_file()})
+    return f"no exception: records and checkpoints are created with mode {', '.join(modes)} (0666 less the umask)"
+
+
 CASES = [
     Case("unknown dataset", 'RunConfig(dataset="mnist")', _config(dataset="mnist"), r"unknown dataset 'mnist'; allowed values for 'dataset': .*digits"),
     Case("unknown model", 'RunConfig(model="vgg16")', _config(model="vgg16"), r"unknown model 'vgg16'; allowed values for 'model': .*resnet32"),
-    Case("unknown teacher model", 'RunConfig(teacher="vgg16", alpha=0.5)', _config(teacher="vgg16", alpha=0.5), r"unknown model 'vgg16'"),
+    Case("unknown teacher model", 'RunConfig(teacher="vgg16", alpha=0.5)', _config(teacher="vgg16", alpha=0.5), r"unknown teacher 'vgg16'; allowed values for 'teacher': "),
     Case("unknown pruning method", 'RunConfig(method="magic")', _config(method="magic"), r"unknown method 'magic'; allowed values for 'method': .*random"),
     Case("unknown KD loss", 'RunConfig(kd_loss="mse2")', _config(kd_loss="mse2"), r"unknown kd_loss 'mse2'; allowed values for 'kd_loss': .*kd"),
     Case("unknown schedule", 'TrainConfig(schedule="linear")', _train(schedule="linear"), r"unknown schedule 'linear'; allowed values for 'schedule': step, cosine"),
@@ -169,7 +343,7 @@ CASES = [
     Case("unknown train parameter", 'RunConfig.from_dict({"train": {"epoch": 3}})', _config(train={"epoch": 3}), r"unknown train parameter\(s\) \['epoch'\]; allowed: "),
     Case("fraction 0", "RunConfig(fraction=0)", _config(fraction=0), r"fraction must lie in \(0, 1\] \(the fraction of data kept\), got 0"),
     Case("fraction above 1", "RunConfig(fraction=1.5)", _config(fraction=1.5), r"fraction must lie in \(0, 1\]"),
-    Case("fraction not a number", 'RunConfig(fraction="half")', _config(fraction="half"), r"fraction must be a number in \(0, 1\], got 'half'"),
+    Case("fraction not a number", 'RunConfig(fraction="half")', _config(fraction="half"), r"fraction must be a number in \(0, 1\] \(the fraction of data kept\), got 'half'"),
     Case("alpha above 1", "RunConfig(alpha=1.2, teacher=...)", _config(alpha=1.2, teacher="convnet_small"), r"alpha must lie in \[0, 1\], got 1.2"),
     Case("alpha negative", "RunConfig(alpha=-0.1)", _config(alpha=-0.1), r"alpha must lie in \[0, 1\], got -0.1"),
     Case("alpha a bad word", 'RunConfig(alpha="high")', _config(alpha="high"), r"alpha must be a number in \[0, 1\] or 'auto'"),
@@ -189,6 +363,43 @@ CASES = [
     Case("run record edited in place", "runs/<key>.json with final_acc changed", _damaged("tampered"), r"unreadable record: record checksum mismatch`; run recomputed", "-"),
     Case("corrupt teacher checkpoint", "teachers/<key>.pt with one byte flipped", _damaged("checkpoint"), r"`checksum mismatch`; teacher retrained", "-"),
     Case("diverging run", "TrainConfig(lr=1e6) in one run of a grid", _diverging, r"status `failed`, error `.*loss became nan in epoch 1 \(lr=1000000.0\); stopping`", "-"),
+    # issue 12, case 2: flags that silently flipped
+    Case("flag given as a word", 'RunConfig(class_balanced="no")', _config(class_balanced="no"), r"class_balanced must be true or false \(a boolean\), got 'no' \(a string: write true or false without quotes\)"),
+    Case("train flag given as a word", 'RunConfig.from_dict({"train": {"augment": "false"}})', _config(train={"augment": "false"}), r"train: augment must be true or false \(a boolean\), got 'false'"),
+    Case("flag given as a number", "TrainConfig(channels_last=1)", _train(channels_last=1), r"channels_last must be true or false \(a boolean\), got 1"),
+    Case("nesterov given as a word", 'TrainConfig(nesterov="yes")', _train(nesterov="yes"), r"nesterov must be true or false"),
+    # case 3: records that do not prove themselves
+    Case("record edited, checksum deleted", "runs/<key>.json: final_acc 99.9, no checksum", _forged("no checksum"), r"`get` returns None, .*`unreadable record: record has no checksum`; recomputed", "-"),
+    Case("record copied under another key", "runs/<other>.json: a copy, key rewritten, no checksum", _forged("copied"), r"`get` returns None, .*`unreadable record: record has no checksum`; recomputed", "-"),
+    Case("record copied, checksum recomputed", "runs/<other>.json: a copy, key rewritten, checksum recomputed", _forged("copied, checksum recomputed"), r"`get` returns None, .*`unreadable record: record identity hashes to [0-9a-f]{16}, not to its key`; recomputed", "-"),
+    Case("record of an older kdlib", "runs/<key>.json written by store format 1", _forged("old"), r"`get` returns None, .*`unreadable record: record written by store format 1, not 2 .*`; recomputed", "-"),
+    # case 4: one experiment, one key
+    Case("int where a float is meant", "RunConfig(label_noise=0) and RunConfig(label_noise=0.0)", _keys({"label_noise": 0}, {"label_noise": 0.0}), r"no exception: one key", "-"),
+    Case("tau as an int", "RunConfig(tau=4, ...) and RunConfig(tau=4.0, ...)", _keys({"tau": 4, "alpha": 0.5, "teacher": "convnet_small"}, {"tau": 4.0, "alpha": 0.5, "teacher": "convnet_small"}), r"no exception: one key", "-"),
+    Case("numpy seeds", 'expand_grid({}, {"seed": np.arange(2)})', _numpy_seed, r"no exception: seeds \[0, 1\]", "-"),
+    # case 5: values that passed validation and then aborted the grid
+    Case("integral floats", "TrainConfig(epochs=2.0, batch_size=64.0)", _normalised(epochs=2.0, batch_size=64.0), r"normalised to `epochs=2`, `batch_size=64`", "-"),
+    Case("epochs not whole", "TrainConfig(epochs=2.5)", _train(epochs=2.5), r"epochs must be a positive integer, got 2.5"),
+    Case("YAML exponent without a point", "params.yaml: train: {weight_decay: 5e-4}", _yaml_run("train: {weight_decay: 5e-4}\n"), r"train: weight_decay must be a number >= 0, got the string '5e-4' \(YAML reads 5e-4 as a string: an exponent needs a decimal point, write 5.0e-4\)"),
+    Case("negative momentum", "TrainConfig(momentum=-5)", _train(momentum=-5), r"momentum must be a number >= 0, got -5"),
+    Case("nesterov without momentum", "TrainConfig(nesterov=True, momentum=0)", _train(nesterov=True, momentum=0), r"nesterov=True needs momentum > 0"),
+    Case("label_noise as a string", 'RunConfig(label_noise="0.1")', _config(label_noise="0.1"), r"label_noise must be a number in \[0, 1\), got the string '0.1' \(a string: write the number without quotes\)"),
+    Case("negative seed", "RunConfig(seed=-1)", _config(seed=-1), r"seed must lie in \[0, 4294967295\], got -1"),
+    Case("fraction too small for the data", "RunConfig(fraction=0.0005) in a grid (digits)", _failing_run("fraction"), r"status `failed`, error `ValueError: fraction=0.0005 keeps round\(0.0005 \* \d+\) = 1 of the \d+ training samples; training needs at least 2: use fraction >= .*`; the rest of the grid runs \(status `done`\)", "-"),
+    Case("any error inside a run", "a scorer that raises in one run of a grid", _failing_run("error"), r"status `failed`, error `RuntimeError: scorer exploded`, traceback `bad_input_table.py:\d+ in scorer <- .*`; the rest of the grid runs \(status `done`\)", "-"),
+    # case 6: NaN and infinity
+    Case("NaN learning rate", 'TrainConfig(lr=float("nan"))', _train(lr=float("nan")), r"lr must be a positive number and finite, got nan"),
+    Case("infinite tau", 'RunConfig(tau=float("inf"))', _config(tau=float("inf")), r"tau must be a positive number and finite, got inf"),
+    Case("NaN gamma", 'TrainConfig(gamma=float("nan"))', _train(gamma=float("nan")), r"gamma must be a positive number and finite, got nan"),
+    # case 7: grids and stores
+    Case("empty grid axis", 'expand_grid({}, {"fraction": []})', _grid({"fraction": []}), r"grid axis 'fraction' is empty: give at least one value"),
+    Case("grid axis given as a string", 'params.yaml: fractions: "0.1" -> expand_grid({}, {"fraction": "0.1"})', _grid({"fraction": "0.1"}), r"grid axis 'fraction' must be a list of values, got '0.1'; write \[0.1\] for a single value"),
+    Case("huge grid", "expand_grid over 5 fractions x 2500 seeds", _huge_grid, r"no exception: 12500 configs, with a UserWarning: expand_grid builds 12500 configs \(5 fraction x 2500 seed\)", "-"),
+    Case("store path that is a file", "run_grid(configs, <a file>)", _store_is_file, r"store '<tmp>/store' is a file, not a folder"),
+    Case("missing data in a grid", "run_grid([digits run, svhn run], store, data_root=<empty folder>)", _grid_preflight("data"), r"dataset 'svhn' not found; looked in:", "FileNotFoundError"),
+    Case("device the machine lacks", 'run_grid(configs, store, device="cuda:99")', _grid_preflight("device"), r"device='cuda:99' but this machine has (no CUDA device|\d+ CUDA device)"),
+    Case("symlinked lock file", "runs/<key>.lock -> a file outside the store", _symlinked_lock, r"lock file .* is a symbolic link \(to <tmp>/outside\); a store's lock files must be plain files", "RuntimeError"),
+    Case("store shared by a group", "umask 022", _file_modes, r"no exception: records and checkpoints are created with mode 0o644", "-"),
 ]
 
 
@@ -220,12 +431,15 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     intro = textwrap.dedent("""\
         Generated by `python benchmarks/bad_input_table.py`, which runs every case for real (tests/test_faults.py
-        checks each message). Bad parameters fail at once, before anything trains, with a ValueError naming the
-        parameter and its allowed values or range. Damaged store files are not errors: they are moved aside
-        (`*.corrupt`, with a `.why` file) and recomputed, never silently read. A run whose loss becomes NaN or
-        infinite is recorded as failed with the message below, and the grid goes on.
+        checks each message); {n} cases. Bad parameters fail at once, when the config is built, with a ValueError
+        naming the parameter and its allowed values or range; values that mean the same experiment (`4` and `4.0`,
+        numpy scalars) are normalised to one key. Damaged, edited or unverifiable store files are not errors: they
+        are moved aside (`*.corrupt`, with a `.why` file) and recomputed, never silently read. A run that fails
+        (its loss becomes NaN or infinite, or any other error inside it) is recorded as failed with its message, and
+        the grid goes on; what would fail every run (a missing dataset, a store that is a file or unwritable, a
+        device the machine lacks) stops the grid before anything trains.
 
-        """)
+        """).format(n=len(CASES))
     path = Path(args.readme)
     text = path.read_text()
     if START not in text or END not in text:

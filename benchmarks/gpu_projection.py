@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import load_note, random_cifar  # noqa: E402
+from common import load_note, machine_header, random_cifar  # noqa: E402
 from train_throughput import LR, MOMENTUM, TAU, WD, reference_epoch, reference_loader  # noqa: E402
 
 from kdlib.distill import make_kd_loss  # noqa: E402
@@ -137,6 +137,7 @@ def main(argv=None) -> None:
     fractions = [float(f) for f in args.fractions.split(",")]
     alphas = [float(a) for a in args.alphas.split(",")]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({load_note()})"
+    print(machine_header(), flush=True)
     print(f"ResNet-32, batch 64, {n} CIFAR-shaped images per measured epoch on {name}", flush=True)
     if device.type != "cuda" and not args.small:
         print("  (no CUDA device: this measures the CPU; use --small for a quick check)")

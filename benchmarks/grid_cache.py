@@ -11,12 +11,17 @@ each call, the ratio to the first, and how many teachers / score caches / runs t
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
+from pathlib import Path
 
-from kdlib.store import Store
-from kdlib.study import expand_grid, run_grid
-from kdlib.train import TrainConfig
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine_header  # noqa: E402
+
+from kdlib.store import Store  # noqa: E402
+from kdlib.study import expand_grid, run_grid  # noqa: E402
+from kdlib.train import TrainConfig  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -24,6 +29,7 @@ def main(argv=None) -> None:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--lockstep", action="store_true")
     args = ap.parse_args(argv)
+    print(machine_header(), flush=True)
     recipe = TrainConfig(epochs=args.epochs, batch_size=64, lr=0.05, schedule="cosine")
     base = dict(dataset="digits", model="convnet_small", teacher="convnet_small", train=recipe,
                 proxy={"train": {"epochs": 3, "batch_size": 64, "lr": 0.05, "schedule": "cosine"}})

@@ -1,6 +1,6 @@
 """Grid-level savings (a) and (b): K students in lockstep against the same K students trained one by one.
 
-    python benchmarks/lockstep.py                  # 4 ResNet-32 students, ResNet-32 teacher, batch 64, bf16
+    python benchmarks/lockstep.py                  # 4 ResNet-32 students, ResNet-32 teacher, batch 64, precision auto
     python benchmarks/lockstep.py --model resnet8 --steps 2 --repeats 1   # a quick look
 
 Both sides call the real code, on the same random CIFAR-shaped subset with the same seed and a KD loss per
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved, load_note, median, random_cifar  # noqa: E402
+from common import interleaved, machine_header, median, random_cifar  # noqa: E402
 
 from kdlib.distill import make_kd_loss  # noqa: E402
 from kdlib.lockstep import train_lockstep  # noqa: E402
@@ -39,7 +39,8 @@ def main(argv=None) -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=4, help="optimiser steps per measurement")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--precision", default="bf16", choices=("bf16", "fp32"))
+    ap.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
+                    help="auto: what this machine resolves it to (bf16 only on a CPU with native bf16)")
     ap.add_argument("--modes", default="loop,loop:1,stacked",
                     help="lockstep variants: loop (students on worker threads, one per core), loop:1 (one after "
                          "another in this thread), stacked (one wide network)")
@@ -81,7 +82,7 @@ def main(argv=None) -> None:
     for mode in args.modes.split(","):
         fns[f"lockstep {mode}"] = lockstep(mode)
     print(f"{k} x {args.model} students, teacher {args.teacher}, batch {bs}, {args.precision}, "
-          f"{args.steps} steps per measurement; {load_note()}")
+          f"{args.steps} steps per measurement\n{machine_header()}")
     print("warm-up ...", flush=True)
     for fn in fns.values():  # first calls build oneDNN kernels; not timed
         fn()

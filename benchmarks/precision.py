@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -21,7 +22,7 @@ from common import interleaved, machine_header, median, random_cifar  # noqa: E4
 
 from kdlib.data import ImageData  # noqa: E402
 from kdlib.models import build_model  # noqa: E402
-from kdlib.train import TrainConfig, train  # noqa: E402
+from kdlib.train import TrainConfig, predict_logits, train  # noqa: E402
 
 
 def random_fashion(n_train: int, seed: int = 0) -> ImageData:
@@ -68,6 +69,24 @@ def main(argv=None) -> None:
         print(f"  images/s (median of {args.repeats}): auto {rates['auto']:.1f}, fp32 {rates['fp32']:.1f}, "
               f"bf16 {rates['bf16']:.1f}; bf16/fp32 {rates['bf16'] / rates['fp32']:.2f}x; "
               f"auto / faster = {ratio:.2f} -> {'OK' if ok else 'SLOWER THAN 5%'}")
+    print("\nevaluation pass (predict_logits, resnet8, 28x28x1, auto precision), images/s by batch size:")
+    data = random_fashion(64, seed=1)
+    data = ImageData(data.name, data.x_train, data.y_train, torch.randint(0, 256, (4096, 1, 28, 28), dtype=torch.uint8),
+                     torch.randint(0, 10, (4096,)), num_classes=10, mean=data.mean, std=data.std)
+    model = build_model("resnet8", 10, 1)
+
+    def eval_at(bs: int):
+        def fn() -> float:
+            t0 = time.perf_counter()
+            predict_logits(model, data, "test", batch_size=bs)
+            return 4096 / (time.perf_counter() - t0)
+        return fn
+
+    fns = {f"eval batch {bs}": eval_at(bs) for bs in (256, 1024, 4096)}
+    for fn in fns.values():
+        fn()
+    for name, r in interleaved(fns, args.repeats).items():
+        print(f"  {name:16s} {median(r):8.1f}")
     print(f"\n{machine_header()}")
     print("auto within 5% of the faster precision for every model:", all(verdicts))
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence
 import numpy as np
 
 from .store import Store
-from .validate import check_fields
+from .validate import check_fields, check_fraction
 
 if TYPE_CHECKING:  # imported where tables are built: a grid worker that resolves alphas never loads pandas
     import pandas as pd
@@ -271,9 +271,7 @@ def resolve_alpha(config: Mapping[str, Any], store: Store | str | Path | None = 
             raise ValueError(f"alpha='auto' needs the run's {k} (or defaults for it)")
         return defaults[k]
 
-    fraction = get("fraction")
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
-        raise ValueError(f"fraction must lie in (0, 1] (the fraction of data kept), got {fraction!r}")
+    fraction = check_fraction(get("fraction"))
     rule = rule_for(store, get("dataset"), get("model"), get("method"))
     d["alpha"] = rule(fraction)
     d["alpha_rule"] = rule.label

@@ -158,13 +158,19 @@ def _tensors(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_tes
 
 
 # ----------------------------------------------------------------------------------------------- digits
-@DATASETS.register("digits")
-def load_digits_data(root: Optional[Path] = None, download: bool = False) -> ImageData:
-    """scikit-learn's bundled 8x8 digits (1797 images); values 0..16 -> uint8 ``round(v * 255 / 16)``.
+def _digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(uint8 images, labels, sorted train rows, sorted test rows) of the digits split, read from a per-user cache
+    (``~/.cache/kdlib``, keyed by the scikit-learn version) after the first call: importing scikit-learn costs a
+    fresh process (a grid worker) several seconds."""
+    import importlib.metadata
 
-    Split: ``train_test_split(test_size=0.2, stratify=y, random_state=0)``, i.e. a fixed stratified 80/20 split,
-    1437 train / 360 test, each kept in the original order. Mean/std are the train split's pixel statistics.
-    """
+    cache_dir = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kdlib"
+    cache = cache_dir / f"digits-split-sklearn-{importlib.metadata.version('scikit-learn')}.npz"
+    try:
+        with np.load(cache) as z:
+            return z["x"], z["y"], z["train"], z["test"]
+    except (OSError, KeyError, ValueError):
+        pass
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -173,6 +179,25 @@ def load_digits_data(root: Optional[Path] = None, download: bool = False) -> Ima
     y = d.target
     train, test = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=0)
     train, test = np.sort(train), np.sort(test)
+    try:  # written to a temporary name and renamed: a concurrent reader never sees half a file
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = cache_dir / f".{cache.name}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as fh:
+            np.savez(fh, x=x, y=y, train=train, test=test)
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # a read-only home: split again next time
+    return x, y, train, test
+
+
+@DATASETS.register("digits")
+def load_digits_data(root: Optional[Path] = None, download: bool = False) -> ImageData:
+    """scikit-learn's bundled 8x8 digits (1797 images); values 0..16 -> uint8 ``round(v * 255 / 16)``.
+
+    Split: ``train_test_split(test_size=0.2, stratify=y, random_state=0)``, i.e. a fixed stratified 80/20 split,
+    1437 train / 360 test, each kept in the original order. Mean/std are the train split's pixel statistics.
+    """
+    x, y, train, test = _digits_split()
     return ImageData("digits", *_tensors(x[train], y[train], x[test], y[test]), num_classes=10,
                      mean=(0.3054,), std=(0.3760,), crop_padding=1, flip=False, classes=[str(i) for i in range(10)])
 

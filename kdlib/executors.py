@@ -86,8 +86,8 @@ def teacher_key(cfg: Any) -> Optional[str]:
 
 def work(task: str, cfg: Any, spec: WorkerSpec) -> dict:
     """One unit of work in a worker: ``task`` is 'teacher', 'scores' or 'run'. Returns {'key', 'status', ...};
-    the record itself stays in the store. A teacher or score computation that diverges is not an error here:
-    the runs that need it record the failure."""
+    the record itself stays in the store. A teacher or score computation that fails (diverges, or any
+    other error) is not an error here: the runs that need it retry it and record the failure."""
     if spec.threads:
         torch.set_num_threads(spec.threads)
     study = spec.study_class(spec.store, spec.device, spec.data_root, spec.progress)
@@ -99,8 +99,9 @@ def work(task: str, cfg: Any, spec: WorkerSpec) -> dict:
             study.teacher(cfg.teacher_config())
         else:
             study.scores(cfg)
-    except TrainingDiverged as err:
-        return {"key": None, "status": "failed", "error": str(err), "pid": os.getpid()}
+    except Exception as err:  # noqa: BLE001 - the runs that need it record the failure (Study.run)
+        msg = str(err) if isinstance(err, TrainingDiverged) else f"{type(err).__name__}: {err}"
+        return {"key": None, "status": "failed", "error": msg, "pid": os.getpid()}
     return {"key": None, "status": "done", "pid": os.getpid()}
 
 
@@ -201,8 +202,8 @@ def run_parallel(configs: Sequence[Any], store: Store | str, device: str = "auto
     ``num_cpus``/``num_gpus`` are each Ray task's request: with ``num_gpus`` > 0 (1, or 0.5 to share a GPU)
     ``device='auto'`` picks the GPU Ray assigns; with ``num_gpus=0`` it means the CPU, so that a task never uses
     a GPU it did not ask for. A pool worker uses cores // workers torch threads, a Ray task ``num_cpus``.
-    A diverging run is a failed record, not an error; any other error in a worker cancels the work not yet
-    started and is raised here (finished records are kept: run the grid again to resume).
+    A run that fails is a failed record, not an error; an error outside a run (a worker that dies) cancels the
+    work not yet started and is raised here (finished records are kept: run the grid again to resume).
     """
     check_executor(executor)
     if executor in ("local", "torchrun"):

@@ -382,7 +382,8 @@ def _train_group(study, runs: list, mode: str) -> dict[str, dict]:
         torch.manual_seed(r.seed)  # the same initial weights as Study.run
         models.append(build_model(r.model, data.num_classes, data.in_channels))
     run_keys = [r.key() for r, _, _ in live]  # the group's checkpoint: these runs, in this order, in this mode
-    slot = study.store.checkpoint("groups", config_key({"runs": run_keys, "mode": mode}), {"runs": run_keys})
+    group = {"runs": run_keys, "mode": mode}
+    slot = study.store.checkpoint("groups", config_key(group), group)
     results = train_lockstep(
         models, data, r0.train, indices=indices, labels=labels,
         loss_fns=[make_kd_loss(r.kd_loss, r.alpha, r.tau, r.kd_params) for r, _, _ in live],

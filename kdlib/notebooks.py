@@ -96,6 +96,26 @@ def fingerprint(name: str, params_file: Path, store: Optional[Path] = None) -> s
     return h.hexdigest()
 
 
+def startup_seconds(output: Path, wall: float) -> float:
+    """Seconds of a notebook run spent outside its cells (kernel launch and papermill's own work): the wall time
+    less the cells' durations that papermill records in the executed notebook."""
+    import nbformat
+
+    nb = nbformat.read(str(output), as_version=4)
+    cells = sum(float(c.metadata.get("papermill", {}).get("duration") or 0.0) for c in nb.cells)
+    return max(0.0, wall - cells)
+
+
+def worker_startup_seconds() -> float:
+    """Seconds a fresh grid worker process takes to import what it runs (``kdlib.executors``, ``kdlib.study``)."""
+    import subprocess
+    import sys
+
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import kdlib.executors, kdlib.study"], check=True, cwd=ROOT)
+    return time.perf_counter() - t0
+
+
 def run_study(profile: str, names: Optional[Sequence[str]] = None, force: bool = False, log_output: bool = False,
               outputs: Path = ROOT / "outputs") -> dict[str, str]:
     """Runs the profile's notebooks in order (default: all with a parameter file), skipping those that are up to
@@ -105,6 +125,7 @@ def run_study(profile: str, names: Optional[Sequence[str]] = None, force: bool =
     stamps = outputs / profile / ".fingerprints"
     done: dict[str, str] = {}
     t_all = time.perf_counter()
+    print(f"process start-up: a grid worker imports kdlib in {worker_startup_seconds():.1f} s", flush=True)
     for name in names:
         params_file = ROOT / "params" / profile / f"{name}.yaml"
         output = outputs / profile / f"{name}.ipynb"
@@ -120,7 +141,9 @@ def run_study(profile: str, names: Optional[Sequence[str]] = None, force: bool =
         stamps.mkdir(parents=True, exist_ok=True)
         stamp.write_text(inputs)  # after a successful run only
         done[name] = "ran"
-        print(f"{name:18s} {time.perf_counter() - t0:7.1f} s  -> {output}", flush=True)
+        wall = time.perf_counter() - t0
+        print(f"{name:18s} {wall:7.1f} s  (kernel start-up {startup_seconds(output, wall):4.1f} s)  -> {output}",
+              flush=True)
     print(f"{profile} study: {len(names)} notebooks in {time.perf_counter() - t_all:.1f} s wall time", flush=True)
     return done
 

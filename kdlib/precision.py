@@ -142,9 +142,12 @@ def needs_loss_scaler(precision: str, device: torch.device | str) -> bool:
 
 
 def runtime_info(device: torch.device | str, precision: str) -> dict:
-    """What actually ran: resolved precision, device name, CPU capability, torch threads and version."""
+    """What actually ran and which code ran it: resolved precision, device name, CPU capability, torch threads and
+    version, and ``kdlib.provenance.code_info()`` (kdlib version, git commit, dirty tree, source hash)."""
+    from .provenance import code_info
+
     device = torch.device(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return {"precision": resolve_precision(precision, device), "device": str(device), "device_name": name,
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__}
+            "torch": torch.__version__, **code_info()}

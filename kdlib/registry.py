@@ -36,12 +36,13 @@ class Registry(Generic[T]):
         self.check(name)
         return self._items[name]
 
-    def check(self, name: str) -> str:
-        """Returns ``name`` if registered, else raises a ValueError naming the parameter and allowed values."""
-        if name not in self._items:
+    def check(self, name: object, parameter: str | None = None) -> str:
+        """Returns ``name`` if it is a registered name, else raises a ValueError naming the parameter (``parameter``,
+        default the registry's own) and the allowed values."""
+        parameter = parameter or self.parameter
+        if not isinstance(name, str) or name not in self._items:
             raise ValueError(
-                f"unknown {self.parameter} {name!r}; allowed values for {self.parameter!r}: "
-                f"{', '.join(sorted(self._items))}"
+                f"unknown {parameter} {name!r}; allowed values for {parameter!r}: {', '.join(sorted(self._items))}"
             )
         return name
 

@@ -2,9 +2,12 @@
 
 A config (any dataclass or dict) hashes to a key; its record lives at ``<root>/<kind>/<key>.json``. Every write
 goes to a temporary file in the same folder and is renamed into place, so a reader never sees half a file. A
-record carries the SHA-256 of its own content (``checksum``) and a binary artefact (checkpoint, scores) is valid
-only when a record names its SHA-256; anything that does not parse or does not match is moved aside to
-``*.corrupt`` and recomputed, never silently read.
+record proves itself: it carries the identity its key hashes (``ident``: the config in canonical form) and the
+SHA-256 of its own content (``checksum``), and a binary artefact (checkpoint, scores) is valid only when a record
+names its SHA-256. A record without a valid checksum, whose identity does not hash to its key, or written by an
+older store format, and an artefact that does not match, is moved aside to ``*.corrupt`` (with a ``.why``) and
+recomputed, never silently read. Kinds in ``NAMED_KINDS`` are keyed by a name (a dataset), not by a hash.
+Files are created with the permissions the umask allows (a store can be shared by a group).
 """
 from __future__ import annotations
 
@@ -18,12 +21,13 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: every record has a checksum and (outside NAMED_KINDS) the identity its key hashes
+NAMED_KINDS = frozenset({"alpha_rules"})  # record kinds keyed by a name, not by the hash of a config
 CHECKPOINT_GENERATIONS = 2  # a damaged newest checkpoint falls back to the one before
 
 
@@ -48,10 +52,31 @@ def config_key(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def identity(config: Any) -> Any:
+    """What a record's key hashes: ``config.identity()`` when the config defines one (a run config leaves out its
+    provenance fields), else the config itself; in canonical form."""
+    ident = config.identity() if callable(getattr(config, "identity", None)) else config
+    return canonical(ident)
+
+
+def _umask() -> int:
+    """The process's umask (read from /proc where possible: setting it to read it races with other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a shared store needs what open() would give
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -93,7 +118,24 @@ class Store:
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        if self.root.exists() and not self.root.is_dir():
+            raise ValueError(f"store {str(self.root)!r} is a file, not a folder: give the path of a folder "
+                             f"(created when missing)")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as err:
+            raise ValueError(f"store {str(self.root)!r} cannot be a folder: {err.strerror} ({err.filename}); give "
+                             f"the path of a folder (created when missing)") from None
+
+    def check_writable(self) -> None:
+        """Raises a ValueError naming the store when a file cannot be created in it (before a grid trains)."""
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".write-test.", suffix=".tmp")
+            os.close(fd)
+            os.unlink(tmp)
+        except OSError as err:
+            raise ValueError(f"store {str(self.root)!r} is not writable ({err.strerror}): a grid writes a record "
+                             f"per run; give a folder you can write to") from None
 
     def path(self, kind: str, key: str, suffix: str = ".json") -> Path:
         return self.root / kind / f"{key}{suffix}"
@@ -128,11 +170,7 @@ class Store:
             raw, ident = read
             try:
                 record = json.loads(raw)
-                if not isinstance(record, dict) or record.get("key") != key or "status" not in record:
-                    raise ValueError("record lacks its key or status")
-                checksum = record.pop("checksum", None)
-                if checksum is not None and checksum != _record_checksum(record):
-                    raise ValueError("record checksum mismatch")
+                self._verify(kind, key, record)
             except (ValueError, UnicodeDecodeError) as err:
                 if self._quarantine(path, f"unreadable record: {err}", ident):
                     return None
@@ -140,13 +178,82 @@ class Store:
             return record
         return None
 
-    def put(self, kind: str, key: str, record: dict) -> dict:
-        """Writes ``record`` (adding key, format version and time) atomically and returns it."""
+    @staticmethod
+    def _verify(kind: str, key: str, record: Any) -> None:
+        """Raises a ValueError saying why ``record`` (parsed JSON) cannot be trusted as the record of ``key``;
+        removes its ``checksum`` field when it can."""
+        if not isinstance(record, dict) or record.get("key") != key or "status" not in record:
+            raise ValueError("record lacks its key or status")
+        fmt = record.get("format")
+        if fmt != FORMAT_VERSION:
+            raise ValueError(f"record written by store format {fmt!r}, not {FORMAT_VERSION} (kdlib before records "
+                             f"carried the identity their key hashes); it is recomputed")
+        checksum = record.pop("checksum", None)
+        if checksum is None:
+            raise ValueError("record has no checksum")
+        if checksum != _record_checksum(record):
+            raise ValueError("record checksum mismatch")
+        if kind not in NAMED_KINDS:
+            if "ident" not in record:
+                raise ValueError("record lacks the identity its key hashes")
+            if config_key(record["ident"]) != key:
+                raise ValueError(f"record identity hashes to {config_key(record['ident'])}, not to its key")
+
+    def put(self, kind: str, key: str, record: dict, ident: Any = None) -> dict:
+        """Writes ``record`` (adding key, identity, format version and time) atomically and returns it.
+
+        Outside ``NAMED_KINDS`` the key must be the hash of the record's identity: ``ident`` when given, else
+        ``identity(record["config"])``; a ValueError otherwise (a record must prove it belongs to its key)."""
         record = {**record, "key": key, "format": FORMAT_VERSION, "written": time.time()}
+        if kind not in NAMED_KINDS:
+            if ident is None and "config" not in record:
+                raise ValueError(f"a {kind!r} record needs its config (or ident=...): its key must be that hash")
+            record["ident"] = identity(ident if ident is not None else record["config"])
+            if config_key(record["ident"]) != key:
+                raise ValueError(f"{kind} record key {key!r} is not the hash of its identity "
+                                 f"({config_key(record['ident'])})")
         data = canonical(record)
         data["checksum"] = _record_checksum(data)
         _atomic_write(self.path(kind, key), json.dumps(data, indent=1).encode())
         return record
+
+    def upgrade(self, identify: Callable[[str, str, dict], Any]) -> dict[str, int]:
+        """Rewrites the records of older store formats that can be proven in the current one and leaves the rest
+        (they are moved aside when read). A record is upgraded when its own checksum is present and valid and
+        ``identify(kind, key, record)`` returns the identity that hashes to its key (None: not provable).
+        Returns counts: ``upgraded``, ``unprovable`` (left as they are) and ``current`` (already current)."""
+        counts = {"upgraded": 0, "unprovable": 0, "current": 0}
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            kind = folder.name
+            for path in sorted(folder.glob("*.json")):
+                key = path.stem
+                with self.lock(kind, key):
+                    read = _read(path)
+                    try:
+                        record = json.loads(read[0]) if read is not None else None
+                    except (ValueError, UnicodeDecodeError):
+                        record = None
+                    if not isinstance(record, dict) or record.get("key") != key:
+                        counts["unprovable"] += 1
+                        continue
+                    if record.get("format") == FORMAT_VERSION:
+                        counts["current"] += 1
+                        continue
+                    checksum = record.pop("checksum", None)
+                    ident = None
+                    if checksum is not None and checksum == _record_checksum(record):
+                        ident = record.get("key") if kind in NAMED_KINDS else identify(kind, key, record)
+                    if ident is None or (kind not in NAMED_KINDS and config_key(ident) != key):
+                        counts["unprovable"] += 1
+                        continue
+                    record["format"] = FORMAT_VERSION
+                    if kind not in NAMED_KINDS:
+                        record["ident"] = canonical(ident)
+                    data = canonical(record)
+                    data["checksum"] = _record_checksum(data)
+                    _atomic_write(path, json.dumps(data, indent=1).encode())
+                    counts["upgraded"] += 1
+        return counts
 
     def done(self, kind: str, key: str) -> Optional[dict]:
         """The record when it finished successfully, else None."""
@@ -208,7 +315,14 @@ class Store:
         """An exclusive lock (``flock``) so two processes never compute the same artefact at once."""
         path = self.path(kind, key, ".lock")
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as fh:
+        try:  # never follow a link: a lock file planted as a symlink would create or touch a file outside the store
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        except OSError as err:
+            if path.is_symlink():
+                raise RuntimeError(f"lock file {path} is a symbolic link (to {os.readlink(path)}); a store's lock "
+                                   f"files must be plain files: delete the link") from None
+            raise
+        with os.fdopen(fd, "a") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield

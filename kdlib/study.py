@@ -4,9 +4,12 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
+import traceback
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
@@ -16,20 +19,28 @@ from tqdm.auto import tqdm
 from .data import DATASETS, ImageData, load_dataset
 from .distill import KD_LOSSES, make_kd_loss
 from .models import MODELS, build_model
-from .prune import METHODS, ProxyConfig, ScoreContext, budget
+from .prune import METHODS, ProxyConfig, ScoreContext
 from .registry import Params
 from .store import Store, canonical, config_key
 from .precision import runtime_info
 from .processes import ProcessGroup
 from .seeds import subset_rng, teacher_subset_rng
 from .train import TrainConfig, TrainingDiverged, resolve_device, train
-from .validate import check_fraction, check_positive, check_unit_interval, from_plain
+from .validate import (check_bool, check_config, check_fraction, check_name, check_number, check_positive, check_seed,
+                       check_unit_interval, from_plain, normalise, optional)
 from .alpha_rule import check_alpha, resolve_alpha
 from .executors import check_executor, run_once, run_parallel, run_torchrun
 from .lockstep import group_key, run_group
 
 if TYPE_CHECKING:  # pandas is imported where tables are built, so a grid worker never loads it
     import pandas as pd
+
+
+def _check_params(value: Any, parameter: str, owner: Any) -> Params:
+    """Hyperparameter overrides of a method or KD loss (``owner.hyperparameters`` checks names and values)."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{parameter} must be a mapping of hyperparameter names to values, got {value!r}")
+    return Params(owner.hyperparameters(value) if value else {})
 
 
 @dataclass(frozen=True)
@@ -70,32 +81,30 @@ class RunConfig:
         if check_alpha(self.alpha) == "auto":
             raise ValueError("alpha='auto' is resolved before a RunConfig is built: use expand_grid(base, axes, "
                              "store=...) or kdlib.alpha_rule.resolve_auto_alpha(configs, store)")
-        DATASETS.check(self.dataset)
-        MODELS.check(self.model)
-        METHODS.check(self.method)
-        KD_LOSSES.check(self.kd_loss)
-        if self.teacher is not None:
-            MODELS.check(self.teacher)
-        if self.proxy.model is not None:
-            MODELS.check(self.proxy.model)
-        check_fraction(self.fraction, "fraction")
-        check_fraction(self.teacher_fraction, "teacher_fraction")
-        check_unit_interval(self.alpha, "alpha")
-        check_positive(self.tau, "tau")
-        if not 0.0 <= float(self.label_noise) < 1.0:
-            raise ValueError(f"label_noise must lie in [0, 1), got {self.label_noise!r}")
+        normalise(self, {
+            "dataset": DATASETS.check,
+            "model": MODELS.check,
+            "teacher": optional(MODELS.check),
+            "method": METHODS.check,
+            "fraction": check_fraction,
+            "alpha": check_unit_interval,
+            "tau": check_positive,
+            "kd_loss": KD_LOSSES.check,
+            "seed": check_seed,
+            "score_seed": optional(check_seed),
+            "class_balanced": check_bool,
+            "teacher_fraction": check_fraction,
+            "label_noise": partial(check_number, low=0, high=1, high_open=True),
+            "noise_seed": check_seed,
+            "train": partial(check_config, config=TrainConfig),
+            "teacher_train": optional(partial(check_config, config=TrainConfig)),
+            "proxy": partial(check_config, config=ProxyConfig),
+            "alpha_rule": optional(check_name),
+            "method_params": lambda v, n: _check_params(v, n, METHODS.get(self.method)),
+            "kd_params": lambda v, n: _check_params(v, n, KD_LOSSES.get(self.kd_loss)),
+        })
         if self.alpha > 0 and self.teacher is None:
             raise ValueError(f"alpha={self.alpha} > 0 needs a teacher; set teacher to one of: {', '.join(MODELS.names())}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}")
-        for name in ("method_params", "kd_params"):
-            if not isinstance(getattr(self, name), Mapping):
-                raise ValueError(f"{name} must be a mapping of hyperparameter names to values, got "
-                                 f"{getattr(self, name)!r}")
-        object.__setattr__(self, "method_params", Params(METHODS.get(self.method).hyperparameters(
-            self.method_params) if self.method_params else {}))
-        object.__setattr__(self, "kd_params", Params(KD_LOSSES.get(self.kd_loss).hyperparameters(self.kd_params)
-                                                     if self.kd_params else {}))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
@@ -129,8 +138,9 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
     def identity(self) -> dict:
-        """What the run's key hashes: the resolved config without provenance (``alpha_rule``); hyperparameter
-        fields only when the method or loss declares some, so a run without any keeps its earlier key."""
+        """What the run's key hashes (and its record carries): the resolved config, in canonical form, without
+        provenance (``alpha_rule``); hyperparameter fields only when the method or loss declares some, so a run
+        without any keeps its earlier key."""
         d = canonical(self.resolved())
         d.pop("alpha_rule", None)
         for name in ("method_params", "kd_params"):
@@ -139,7 +149,7 @@ class RunConfig:
         return d
 
     def key(self) -> str:
-        """The run's store key (``config_key`` of ``identity()``)."""
+        """The run's store key: the hash of ``identity()``."""
         return config_key(self.identity())
 
     def teacher_config(self) -> "TeacherConfig":
@@ -173,6 +183,17 @@ class TeacherConfig:
     fraction: float = 1.0
     label_noise: float = 0.0
     noise_seed: int = 0
+
+    def __post_init__(self) -> None:
+        normalise(self, {
+            "dataset": DATASETS.check,
+            "model": MODELS.check,
+            "seed": check_seed,
+            "train": partial(check_config, config=TrainConfig),
+            "fraction": check_fraction,
+            "label_noise": partial(check_number, low=0, high=1, high_open=True),
+            "noise_seed": check_seed,
+        })
 
     @classmethod
     def of(cls, run: RunConfig) -> "TeacherConfig":
@@ -234,6 +255,40 @@ def noisy_labels(labels: torch.Tensor, rate: float, num_classes: int, seed: int)
     return y, mask
 
 
+def subset_size(n: int, fraction: float, parameter: str = "fraction") -> int:
+    """``round(fraction * n)``, the size of a subset of ``n`` samples; a ValueError naming ``parameter`` when that
+    is below 2 (training, with BatchNorm, needs at least two samples)."""
+    k = int(round(fraction * n))
+    if k < 2:
+        raise ValueError(f"{parameter}={fraction:g} keeps round({fraction:g} * {n}) = {k} of the {n} training "
+                         f"samples; training needs at least 2: use {parameter} >= {2 / n:.3g}")
+    return k
+
+
+def error_summary(err: BaseException, frames: int = 4) -> str:
+    """The last ``frames`` frames of ``err``'s traceback, innermost first: ``file:line in function <- ...``."""
+    tb = traceback.extract_tb(err.__traceback__)[-frames:]
+    return " <- ".join(f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in reversed(tb))
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """The device ``device`` names ('auto' resolved); a ValueError when it is not a device name or this machine
+    lacks it (``cuda`` without a CUDA device), so a grid fails at once instead of at its first run."""
+    try:
+        dev = resolve_device(device)
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise ValueError(f"unknown device {device!r} ({err}); use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={str(device)!r} but this machine has no CUDA device torch can use "
+                             f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); use device='auto' or 'cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device={str(device)!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={str(device)!r} but MPS is not available here; use device='auto' or 'cpu'")
+    return dev
+
+
 def select_subset(method: str, scores: Mapping[str, np.ndarray], labels: np.ndarray, fraction: float, seed: int,
                   class_balanced: bool = False, params: Optional[Mapping[str, Any]] = None) -> np.ndarray:
     """Sorted indices kept by ``method`` (its selector on ``scores``, with its hyperparameters at their defaults
@@ -242,7 +297,7 @@ def select_subset(method: str, scores: Mapping[str, np.ndarray], labels: np.ndar
     labels = np.asarray(labels)
     if fraction == 1.0:
         return np.arange(len(labels), dtype=np.int64)
-    k = budget(len(labels), fraction)
+    k = subset_size(len(labels), fraction, "fraction")
     m = METHODS.get(method)
     idx = m.select(dict(scores), labels, k, subset_rng(seed), class_balanced,
                    **m.selector_params(m.hyperparameters(params)))
@@ -262,7 +317,7 @@ class Study:
     def __init__(self, store: Store | str, device: str = "auto", data_root: Optional[str] = None,
                  progress: bool = True, group: Optional[ProcessGroup] = None) -> None:
         self.store = store if isinstance(store, Store) else Store(store)
-        self.group = group or ProcessGroup(device=resolve_device(device))
+        self.group = group or ProcessGroup(device=check_device(device))
         self.device = self.group.device
         self.data_root = data_root
         self.progress = progress
@@ -344,7 +399,8 @@ class Study:
             idx = None
             if cfg.fraction < 1.0:
                 rng = teacher_subset_rng(cfg.seed)
-                idx = np.sort(rng.choice(data.n_train, size=budget(data.n_train, cfg.fraction), replace=False))
+                idx = np.sort(rng.choice(data.n_train, size=subset_size(data.n_train, cfg.fraction, "teacher_fraction"),
+                                         replace=False))
             slot = self.store.checkpoint("teachers", key, cfg)
             result = train(model, data, cfg.train, indices=idx, labels=labels, seed=cfg.seed, progress=self.progress,
                            desc=f"teacher {cfg.model}", checkpoint=slot, group=self.group)
@@ -360,7 +416,9 @@ class Study:
 
     # --- runs ---------------------------------------------------------------------------------------------
     def run(self, cfg: RunConfig) -> dict:
-        """The run's record: read from the store when finished, else computed and written."""
+        """The run's record: read from the store when finished, else computed and written. Any error inside the
+        run (a diverging loss, a fraction too small for the dataset, a failing scorer...) becomes a ``failed``
+        record with the error and a short traceback summary, so a grid goes on; a Ctrl-C is not caught."""
         r = cfg.resolved()
         key = r.key()
         rec = self._done("runs", key)
@@ -382,6 +440,9 @@ class Study:
                            checkpoint=slot, group=self.group)
         except TrainingDiverged as err:
             rec = self._put("runs", key, {"status": "failed", "config": r, "error": str(err)})
+        except Exception as err:  # noqa: BLE001 - one bad run must not stop the grid; the record says what failed
+            rec = self._put("runs", key, {"status": "failed", "config": r, "error": f"{type(err).__name__}: {err}",
+                                          "traceback": error_summary(err)})
         else:
             rec = self._put("runs", key, self.run_record(r, result, data, indices, noisy, teacher_rec))
         if self.group.main:
@@ -403,6 +464,36 @@ class Study:
 
 GRID_AXES = tuple(RunConfig.__dataclass_fields__)
 RUN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig) if f.default is not dataclasses.MISSING}
+GRID_WARN = 10_000  # expand_grid warns above this many configs (each one a training run)
+
+
+def _unquoted(value: Any) -> str:
+    """``value`` as it belongs in a list: a string that reads as a number without its quotes."""
+    if isinstance(value, str):
+        try:
+            return repr(float(value)) if any(c in value for c in ".eE") else repr(int(value))
+        except ValueError:
+            pass
+    return repr(value)
+
+
+def check_axes(axes: Mapping[str, Iterable[Any]]) -> dict[str, list]:
+    """Each grid axis as a non-empty list; a ValueError naming the axis when it is empty, a string or a scalar
+    (a string would be iterated character by character)."""
+    if not isinstance(axes, Mapping):
+        raise ValueError(f"grid axes must map RunConfig fields to lists of values, got {axes!r}")
+    unknown = set(axes) - set(GRID_AXES)
+    if unknown:
+        raise ValueError(f"unknown grid axis {sorted(unknown)}; allowed: {', '.join(GRID_AXES)}")
+    out = {}
+    for name, values in axes.items():
+        if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
+            raise ValueError(f"grid axis {name!r} must be a list of values, got {values!r}; write "
+                             f"[{_unquoted(values)}] for a single value")
+        out[name] = list(values)
+        if not out[name]:
+            raise ValueError(f"grid axis {name!r} is empty: give at least one value (the grid would have no runs)")
+    return out
 
 
 def expand_grid(base: RunConfig | Mapping[str, Any], axes: Mapping[str, Iterable[Any]],
@@ -410,12 +501,14 @@ def expand_grid(base: RunConfig | Mapping[str, Any], axes: Mapping[str, Iterable
     """Every combination of ``axes`` (names of RunConfig fields -> values) applied to ``base``; all validated.
     ``alpha: "auto"`` takes the alpha rule saved in ``store`` (or the default rule): ``kdlib.alpha_rule``."""
     base_dict = dict(base) if isinstance(base, Mapping) else {f: getattr(base, f) for f in GRID_AXES}
-    unknown = set(axes) - set(GRID_AXES)
-    if unknown:
-        raise ValueError(f"unknown grid axis {sorted(unknown)}; allowed: {', '.join(GRID_AXES)}")
+    axes = check_axes(axes)
     names = list(axes)
+    size = int(np.prod([len(v) for v in axes.values()], dtype=object))
+    if size > GRID_WARN:
+        warnings.warn(f"expand_grid builds {size} configs ({' x '.join(f'{len(v)} {n}' for n, v in axes.items())}), "
+                      f"each a training run; check the axes", stacklevel=2)
     configs = []
-    for values in itertools.product(*(list(axes[n]) for n in names)):
+    for values in itertools.product(*(axes[n] for n in names)):
         configs.append(RunConfig.from_dict(resolve_alpha({**base_dict, **dict(zip(names, values))}, store,
                                                          RUN_DEFAULTS)))
     return configs
@@ -463,14 +556,40 @@ def flatten(record: dict, requested: Optional[RunConfig] = None) -> dict:
     return row
 
 
+EMPTY_COLUMNS = ("key", "status", "final_acc", "best_acc", "error")
+
+
+def preflight(configs: Sequence[RunConfig], store: Store | str, device: str = "auto", data_root: Optional[str] = None,
+              check_data: bool = True) -> Store:
+    """Checks, before anything trains, what would fail every run: configs that are not RunConfigs, a store that
+    is a file or not writable, a device this machine lacks, a dataset that is missing (``check_data``). Returns
+    the store."""
+    if isinstance(configs, (str, bytes, Mapping)) or not isinstance(configs, Sequence):
+        raise ValueError(f"configs must be a list of RunConfig (from expand_grid or sweep_grid), got {type(configs).__name__}")
+    bad = [i for i, c in enumerate(configs) if not isinstance(c, RunConfig)]
+    if bad:
+        raise ValueError(f"configs[{bad[0]}] is a {type(configs[bad[0]]).__name__}, not a RunConfig; build configs "
+                         f"with expand_grid, sweep_grid or RunConfig.from_dict")
+    store = store if isinstance(store, Store) else Store(store)
+    store.check_writable()
+    check_device(device)
+    if check_data:
+        for name in sorted({c.dataset for c in configs}):
+            load_dataset(name, data_root)  # a FileNotFoundError that says where it looked and how to download
+    return store
+
+
 def run_grid(configs: Sequence[RunConfig], store: Store | str, device: str = "auto",
              data_root: Optional[str] = None, progress: bool = True, executor: str = "local",
              workers: Optional[int] = None, address: Optional[str] = None, num_cpus: float = 1,
              num_gpus: float = 0, lockstep: bool | int = False, nproc: int = 1) -> pd.DataFrame:
     """Runs every config (finished ones are read, not recomputed) and returns one row per requested config.
 
-    Configs run in an order that trains each teacher and scores each method once. A run that diverges is
-    recorded as failed and the grid goes on; a Ctrl-C stops it with every finished record kept.
+    Configs run in an order that trains each teacher and scores each method once. A run that fails (its loss
+    diverges, or any other error inside it) is recorded as failed, with its error, and the grid goes on; errors
+    that would fail every run (a store that is a file or not writable, a missing dataset, a device this machine
+    lacks) are raised before anything trains (``preflight``). A Ctrl-C stops the grid with every finished record
+    kept.
     ``executor`` is 'local' (this process), 'processes' (a pool of ``workers`` processes), 'ray' (one Ray task
     per run asking ``num_cpus``/``num_gpus``, on the cluster at ``address`` or a local instance) or 'torchrun'
     (every run trained with DDP over ``nproc`` processes, ``kdlib.distributed``): see ``kdlib.executors``.
@@ -481,7 +600,12 @@ def run_grid(configs: Sequence[RunConfig], store: Store | str, device: str = "au
     """
     import pandas as pd
 
-    if check_executor(executor) != "local":
+    check_executor(executor)
+    store = preflight(configs, store, device if executor != "ray" else "cpu", data_root,
+                      check_data=executor != "ray" or address is None)
+    if not configs:
+        return pd.DataFrame(columns=list(EMPTY_COLUMNS))
+    if executor != "local":
         if lockstep:
             raise ValueError(f"lockstep=True runs in the local executor, not executor={executor!r}")
         if executor == "torchrun":  # one DDP job of nproc processes over the runs, in order

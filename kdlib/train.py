@@ -16,7 +16,8 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Protocol, Sequence
+from functools import partial
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ from .data import ImageData
 from .precision import PRECISIONS, needs_loss_scaler, resolve_precision
 from .processes import ProcessGroup
 from .seeds import epoch_generator
-from .validate import check_choice, check_fields, check_positive
+from .validate import check_bool, check_choice, check_fields, check_number, check_positive, normalise
 
 SCHEDULES = ("step", "cosine", "onecycle", "constant")
 BUDGETS = ("epochs", "steps")
@@ -69,27 +70,45 @@ class TrainConfig:
     eval_every: int = 1
 
     def __post_init__(self) -> None:
-        check_positive(self.epochs, "epochs", integer=True)
-        check_positive(self.batch_size, "batch_size", integer=True)
-        check_positive(self.lr, "lr")
-        check_positive(self.eval_every, "eval_every", integer=True)
-        if isinstance(self.min_steps, bool) or not isinstance(self.min_steps, int) or self.min_steps < 0:
-            raise ValueError(f"min_steps must be a non-negative integer, got {self.min_steps!r}")
-        check_choice(self.schedule, "schedule", SCHEDULES)
-        check_choice(self.budget, "budget", BUDGETS)
-        check_choice(self.precision, "precision", PRECISIONS)
-        if not all(0.0 < m < 1.0 for m in self.milestones):
-            raise ValueError(f"milestones must be fractions of the run in (0, 1), got {self.milestones!r}")
-        object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
+        normalise(self, {
+            "epochs": partial(check_positive, integer=True),
+            "batch_size": partial(check_positive, integer=True),
+            "lr": check_positive,
+            "momentum": partial(check_number, low=0),
+            "weight_decay": partial(check_number, low=0),
+            "nesterov": check_bool,
+            "schedule": partial(check_choice, allowed=SCHEDULES),
+            "milestones": _check_milestones,
+            "gamma": check_positive,
+            "warmup_epochs": partial(check_number, low=0),
+            "budget": partial(check_choice, allowed=BUDGETS),
+            "min_steps": partial(check_number, integer=True, low=0),
+            "precision": partial(check_choice, allowed=PRECISIONS),
+            "channels_last": check_bool,
+            "augment": check_bool,
+            "eval_every": partial(check_positive, integer=True),
+        })
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov=True needs momentum > 0 (Nesterov momentum without momentum is undefined), "
+                             "got momentum=0.0")
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: Mapping) -> "TrainConfig":
         """Builds a recipe from a plain dict, naming any unknown key."""
+        if not isinstance(d, Mapping):
+            raise ValueError(f"train parameters must be a mapping of names to values, got {d!r}")
         check_fields(d, cls, "train parameter(s)")
-        d = dict(d)
-        if "milestones" in d:
-            d["milestones"] = tuple(d["milestones"])
         return cls(**d)
+
+
+def _check_milestones(value: object, parameter: str) -> tuple[float, ...]:
+    """Fractions of the run in (0, 1), as a sorted tuple of floats (the step schedule does not depend on order)."""
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        raise ValueError(f"{parameter} must be a list of fractions of the run in (0, 1), got {value!r}")
+    try:
+        return tuple(sorted(check_number(m, parameter, low=0, high=1, low_open=True, high_open=True) for m in value))
+    except ValueError:
+        raise ValueError(f"{parameter} must be fractions of the run in (0, 1), got {value!r}") from None
 
 
 @dataclass

@@ -219,3 +219,32 @@ def test_train_batch_and_test_batches():
     assert [len(bx) for bx, _ in batches] == [2, 1]
     assert torch.equal(torch.cat([by for _, by in batches]), d.y_test)
     assert "tiny" in repr(d) and d.to("cpu").x_train.shape == d.x_train.shape
+
+
+def test_digits_split_cache_is_written(tmp_path, monkeypatch):
+    from kdlib.data import _digits_split
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    _digits_split()
+    assert len(list((tmp_path / "kdlib").glob("digits-split-sklearn-*.npz"))) == 1
+
+
+def test_digits_from_the_cache_equal_a_fresh_split(tmp_path, monkeypatch):
+    """The cached split is the scikit-learn split: a second (cached) load gives the same tensors."""
+    from kdlib.data import load_dataset
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    fresh, cached = load_dataset("digits"), load_dataset("digits")
+    assert all(torch.equal(getattr(fresh, a), getattr(cached, a)) for a in ("x_train", "y_train", "x_test", "y_test"))
+
+
+def test_digits_split_matches_scikit_learn(tmp_path, monkeypatch):
+    from sklearn.model_selection import train_test_split
+
+    from kdlib.data import _digits_split
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    _digits_split()
+    x, y, train, test = _digits_split()  # from the cache
+    expected, _ = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=0)
+    assert np.array_equal(train, np.sort(expected))

@@ -15,7 +15,7 @@ import grid_script
 import kdlib.study as study
 from grid_helpers import one_thread, tiny_config  # noqa: F401  (one_thread: the fixture used below)
 from kdlib.prune import METHODS, PruningMethod, keep_high
-from kdlib.store import Store
+from kdlib.store import Store, config_key
 from kdlib.study import Study, TeacherConfig, expand_grid, run_grid
 from kdlib.train import TrainConfig
 
@@ -208,14 +208,14 @@ def test_corrupt_scores_are_detected_and_recomputed(tmp_path, scored_method):
 
 def test_stale_reader_never_quarantines_a_newer_good_record(tmp_path):
     s = Store(tmp_path)
-    path = s.path("runs", "k")
+    path = s.path("runs", config_key("k"))
     path.parent.mkdir(parents=True)
     path.write_text("{corrupt")
     st = os.stat(path)
     stale = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)  # what a slow reader saw
-    s.put("runs", "k", {"status": "done", "result": {"final_acc": 1.0}})  # another process repaired it meanwhile
+    s.put("runs", path.stem, {"status": "done", "result": {"final_acc": 1.0}}, ident="k")  # another process repaired it
     assert s._quarantine(path, "unreadable record", stale) is False
-    assert s.done("runs", "k")["result"] == {"final_acc": 1.0}
+    assert s.done("runs", path.stem)["result"] == {"final_acc": 1.0}
     assert not list(tmp_path.rglob("*.corrupt"))
 
 
@@ -231,6 +231,72 @@ def test_diverging_runs_are_failed_records_and_the_grid_completes(tmp_path):
     assert df.error[2] == "teacher convnet_small: loss became nan in epoch 1 (lr=1000000.0); stopping"
     rec = Store(tmp_path).get("runs", bad_student.key())
     assert rec["status"] == "failed" and "loss became nan" in rec["error"]
+
+
+# --- a grid survives one bad run (issue 12, cases 5 and 7) -------------------------------------------------------
+def test_any_error_inside_a_run_is_a_failed_record_and_the_grid_goes_on(tmp_path, scored_method, monkeypatch):
+    name, _ = scored_method
+
+    def broken_scorer(ctx):
+        raise RuntimeError("scorer exploded")
+
+    broken = PruningMethod("fault_test_broken", METHODS.get(name).select, "hardest", broken_scorer)
+    monkeypatch.setitem(METHODS._items, broken.name, broken)
+    bad = tiny_config(method=broken.name, fraction=0.2, seed=1)
+    df = run_grid([bad, tiny_config(fraction=0.1, seed=1)], tmp_path, progress=False)
+    assert df.status.tolist() == ["failed", "done"]
+    assert df.error[0] == "RuntimeError: scorer exploded"
+    rec = Store(tmp_path).get("runs", bad.key())
+    assert rec["traceback"].startswith("test_faults.py:") and "in broken_scorer" in rec["traceback"]
+
+
+def test_fraction_too_small_for_the_dataset_is_a_failed_record_naming_it(tmp_path):
+    tiny = tiny_config(fraction=0.0005, seed=1)  # digits: round(0.0005 * 1437) = 1 sample
+    df = run_grid([tiny, tiny_config(fraction=0.1, seed=1)], tmp_path, progress=False)
+    assert df.status.tolist() == ["failed", "done"]
+    assert re.fullmatch(r"ValueError: fraction=0.0005 keeps round\(0.0005 \* \d+\) = 1 of the \d+ training samples; "
+                        r"training needs at least 2: use fraction >= \S+", df.error[0]), df.error[0]
+
+
+def test_teacher_fraction_too_small_names_teacher_fraction(tmp_path):
+    df = run_grid([tiny_config(fraction=0.1, alpha=0.5, teacher_fraction=0.0005)], tmp_path, progress=False)
+    assert df.error[0].startswith("ValueError: teacher_fraction=0.0005 keeps round(")
+
+
+def test_missing_dataset_stops_the_grid_before_anything_trains(tmp_path, monkeypatch):
+    calls = counting(monkeypatch)
+    (tmp_path / "empty").mkdir()
+    grid = [tiny_config(fraction=0.1), tiny_config(fraction=0.1, dataset="svhn")]
+    with pytest.raises(FileNotFoundError, match="dataset 'svhn' not found"):
+        run_grid(grid, tmp_path / "store", data_root=str(tmp_path / "empty"), progress=False)
+    assert calls == {"teacher": 0, "student": 0}
+
+
+def test_unwritable_store_stops_the_grid_before_anything_trains(tmp_path, monkeypatch):
+    import kdlib.store
+
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    calls = counting(monkeypatch)
+    Store(tmp_path)
+    monkeypatch.setattr(kdlib.store.tempfile, "mkstemp", refuse)
+    with pytest.raises(ValueError, match=r"store .* is not writable \(Permission denied\)"):
+        run_grid([tiny_config(fraction=0.1)], tmp_path, progress=False)
+    assert calls == {"teacher": 0, "student": 0}
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_stops_the_grid_at_once(tmp_path, monkeypatch):
+    calls = counting(monkeypatch)
+    with pytest.raises(ValueError, match="device='cuda' but this machine has no CUDA device"):
+        run_grid([tiny_config(fraction=0.1)], tmp_path, device="cuda", progress=False)
+    assert calls == {"teacher": 0, "student": 0}
+
+
+def test_empty_grid_gives_an_empty_table_with_its_columns(tmp_path):
+    df = run_grid([], tmp_path, progress=False)
+    assert len(df) == 0 and {"key", "status", "final_acc"} <= set(df.columns)
 
 
 # --- the bad-input table ----------------------------------------------------------------------------------------

@@ -144,3 +144,21 @@ def test_this_machines_answer_matches_its_flags():
         pytest.skip("no /proc/cpuinfo flags on this machine")
     native = bool(flags & P.NATIVE_BF16_FLAGS) and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     assert P.cpu_auto_precision() == ("bf16" if native else "fp32")
+
+
+def test_runtime_info_names_the_commit():
+    from kdlib.provenance import _git
+
+    head = _git("rev-parse", "HEAD")
+    if head is None:
+        pytest.skip("not a git checkout")
+    assert P.runtime_info("cpu", "fp32")["commit"] == head
+
+
+def test_source_hash_changes_with_the_source(tmp_path):
+    from kdlib.provenance import source_hash
+
+    (tmp_path / "a.py").write_text("x = 1\n")
+    before = source_hash(tmp_path)
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert source_hash(tmp_path) != before

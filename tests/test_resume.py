@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from grid_helpers import RESUME_CONFIG, one_thread  # noqa: F401  (one_thread: the fixture used below)
-from kdlib.store import Store
+from kdlib.store import Store, config_key
 from kdlib.study import Study
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -53,14 +53,18 @@ def test_no_checkpoint_is_left_once_the_record_exists(killed):
     assert leftovers(killed) == []
 
 
+CONFIG = {"run": "a config"}  # what a checkpoint record names (its key is the hash of it)
+KEY = config_key(CONFIG)
+
+
 def test_a_damaged_newest_checkpoint_is_quarantined_and_the_previous_one_used(tmp_path):
     store = Store(tmp_path)
     for epoch in (1, 2):
-        store.save_checkpoint("checkpoints/runs", "k", {"w": torch.full((3,), float(epoch))}, epoch)
-    newest = tmp_path / "checkpoints" / "runs" / "k.e2.pt"
+        store.save_checkpoint("checkpoints/runs", KEY, {"w": torch.full((3,), float(epoch))}, epoch, CONFIG)
+    newest = tmp_path / "checkpoints" / "runs" / f"{KEY}.e2.pt"
     newest.write_bytes(newest.read_bytes()[:-7])  # truncated
-    assert torch.equal(store.load_checkpoint("checkpoints/runs", "k")["w"], torch.full((3,), 1.0))
-    assert len(list(newest.parent.glob("k.e2.pt.*.corrupt"))) == 1
+    assert torch.equal(store.load_checkpoint("checkpoints/runs", KEY)["w"], torch.full((3,), 1.0))
+    assert len(list(newest.parent.glob(f"{KEY}.e2.pt.*.corrupt"))) == 1
 
 
 class Payload:
@@ -76,14 +80,14 @@ class Payload:
 def test_a_checkpoint_carrying_code_is_never_run_and_is_quarantined(tmp_path):
     store = Store(tmp_path / "store")
     planted = tmp_path / "pwned"
-    store.save_checkpoint("checkpoints/runs", "k", {"w": Payload(planted)}, 1)  # valid checksum, foreign object
-    assert store.load_checkpoint("checkpoints/runs", "k") is None  # the run starts over
+    store.save_checkpoint("checkpoints/runs", KEY, {"w": Payload(planted)}, 1, CONFIG)  # valid checksum, foreign object
+    assert store.load_checkpoint("checkpoints/runs", KEY) is None  # the run starts over
     assert not planted.exists()
-    assert len(list((tmp_path / "store" / "checkpoints" / "runs").glob("k.e1.pt.*.corrupt"))) == 1
+    assert len(list((tmp_path / "store" / "checkpoints" / "runs").glob(f"{KEY}.e1.pt.*.corrupt"))) == 1
 
 
 def test_only_the_last_two_generations_are_kept(tmp_path):
     store = Store(tmp_path)
     for epoch in (1, 2, 3):
-        store.save_checkpoint("checkpoints/runs", "k", {"w": torch.zeros(1)}, epoch)
-    assert sorted(p.name for p in (tmp_path / "checkpoints" / "runs").glob("*.pt")) == ["k.e2.pt", "k.e3.pt"]
+        store.save_checkpoint("checkpoints/runs", KEY, {"w": torch.zeros(1)}, epoch, CONFIG)
+    assert sorted(p.name for p in (tmp_path / "checkpoints" / "runs").glob("*.pt")) == [f"{KEY}.e2.pt", f"{KEY}.e3.pt"]

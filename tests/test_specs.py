@@ -16,12 +16,16 @@ from kdlib.study import RunConfig, ScoreSpec, Study, TeacherConfig, load_records
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def earlier_key(cfg: RunConfig) -> str:
-    """The key as kdlib computed it before hyperparameters were declared (no method_params / kd_params fields)."""
+def earlier_identity(cfg: RunConfig) -> dict:
+    """What a key hashed before hyperparameters were declared (no method_params / kd_params fields)."""
     d = canonical(cfg.resolved())
     for name in ("alpha_rule", "method_params", "kd_params"):
         d.pop(name, None)
-    return config_key(d)
+    return d
+
+
+def earlier_key(cfg: RunConfig) -> str:
+    return config_key(earlier_identity(cfg))
 
 
 # ----------------------------------------------------------------------------------------------- keys
@@ -133,7 +137,8 @@ def test_load_records_leaves_out_records_made_under_earlier_keys(tmp_path, tunab
     store = Store(tmp_path)
     stale = {k: v for k, v in store.get("runs", rec["key"]).items() if k not in ("key", "format", "written")}
     stale["config"] = {k: v for k, v in canonical(stale["config"]).items() if k != "method_params"}
-    store.put("runs", earlier_key(cfg), stale)  # what an earlier kdlib wrote for this run
+    stale.pop("ident", None)
+    store.put("runs", earlier_key(cfg), stale, ident=earlier_identity(cfg))  # what an earlier kdlib wrote
     with pytest.warns(UserWarning, match="1 run record.*left out"):
         df = load_records(store)
     assert df["key"].tolist() == [rec["key"]]

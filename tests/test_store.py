@@ -3,6 +3,7 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 import torch
 
 from kdlib.store import Store, config_key
@@ -22,27 +23,26 @@ def test_key_stable_and_sensitive():
 
 def test_put_get_roundtrip_and_no_temp_left(tmp_path):
     s = Store(tmp_path)
-    rec = s.put("runs", "k1", {"status": "done", "config": Cfg(3), "result": {"acc": 1.5}})
-    assert s.done("runs", "k1")["result"] == {"acc": 1.5}
-    assert rec["key"] == "k1"
-    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["k1.json"]
+    k1 = config_key(Cfg(3))
+    rec = s.put("runs", k1, {"status": "done", "config": Cfg(3), "result": {"acc": 1.5}})
+    assert s.done("runs", k1)["result"] == {"acc": 1.5}
+    assert rec["key"] == k1
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [f"{k1}.json"]
 
 
-def test_corrupt_record_is_quarantined_not_read(tmp_path):
-    s = Store(tmp_path)
-    s.put("runs", "k1", {"status": "done"})
-    path = s.path("runs", "k1")
+def test_corrupt_record_is_quarantined_not_read(store, put_record):
+    s = store
+    path = s.path("runs", put_record(Cfg(1)))
     path.write_text(path.read_text()[: len(path.read_text()) // 2])  # half-written
-    assert s.get("runs", "k1") is None
+    assert s.get("runs", path.stem) is None
     assert not path.exists()
     assert any(p.name.endswith(".corrupt") for p in path.parent.iterdir())
 
 
-def test_record_with_wrong_key_is_rejected(tmp_path):
-    s = Store(tmp_path)
-    s.put("runs", "k1", {"status": "done"})
-    os.replace(s.path("runs", "k1"), s.path("runs", "k2"))
-    assert s.get("runs", "k2") is None
+def test_record_with_wrong_key_is_rejected(store, put_record):
+    k1 = put_record(Cfg(1))
+    os.replace(store.path("runs", k1), store.path("runs", "k2"))
+    assert store.get("runs", "k2") is None
 
 
 def test_blob_checksum(tmp_path):
@@ -56,10 +56,105 @@ def test_blob_checksum(tmp_path):
     assert np.array_equal(s.load_arrays("scores", "s", sha)["el2n"], np.arange(3.0))
 
 
-def test_records_lists_readable_only(tmp_path):
-    s = Store(tmp_path)
-    s.put("runs", "a", {"status": "done"})
-    s.put("runs", "b", {"status": "failed", "error": "x"})
-    (tmp_path / "runs" / "c.json").write_text("{not json")
-    assert sorted(r["key"] for r in s.records("runs")) == ["a", "b"]
-    json.loads(s.path("runs", "a").read_text())
+def test_records_lists_readable_only(store, put_record):
+    a = put_record(Cfg(1))
+    b = put_record(Cfg(2), status="failed", error="x")
+    (store.root / "runs" / "c.json").write_text("{not json")
+    assert sorted(r["key"] for r in store.records("runs")) == sorted([a, b])
+    json.loads(store.path("runs", a).read_text())
+
+
+# --- records prove themselves (issue 12, case 3) -----------------------------------------------------------------
+def rewrite(path, edit) -> None:
+    """Rewrites the JSON record at ``path`` with ``edit(record)`` applied (an edit by hand, no checksum update)."""
+    rec = json.loads(path.read_text())
+    edit(rec)
+    path.write_text(json.dumps(rec, indent=1))
+
+
+def why_quarantined(store) -> list[str]:
+    return [p.with_name(p.name + ".why").read_text() for p in store.root.rglob("*.corrupt")]
+
+
+def test_record_without_checksum_is_quarantined(store, put_record):
+    key = put_record(Cfg(1), result={"final_acc": 50.0})
+    rewrite(store.path("runs", key), lambda r: (r.pop("checksum"), r["result"].update(final_acc=99.9)))
+    assert store.get("runs", key) is None
+    assert why_quarantined(store) == ["unreadable record: record has no checksum"]
+
+
+def test_record_copied_under_another_key_is_quarantined(store, put_record):
+    mine, other = put_record(Cfg(1), result={"final_acc": 50.0}), config_key(Cfg(2))
+    store.path("runs", other).write_text(store.path("runs", mine).read_text())
+    rewrite(store.path("runs", other), lambda r: (r.pop("checksum"), r.update(key=other)))
+    assert store.get("runs", other) is None
+    assert store.get("runs", mine)["result"] == {"final_acc": 50.0}  # the original is untouched
+
+
+def test_record_whose_identity_does_not_hash_to_its_key_is_quarantined(store, put_record):
+    """Even with a recomputed, valid checksum: a record only belongs to the key its identity hashes to."""
+    from kdlib.store import _record_checksum
+
+    mine, other = put_record(Cfg(1)), config_key(Cfg(2))
+
+    def move(r):
+        r.pop("checksum")
+        r["key"] = other
+        r["checksum"] = _record_checksum(r)
+
+    store.path("runs", other).write_text(store.path("runs", mine).read_text())
+    rewrite(store.path("runs", other), move)
+    assert store.get("runs", other) is None
+    assert why_quarantined(store) == [f"unreadable record: record identity hashes to {mine}, not to its key"]
+
+
+def test_record_of_an_older_store_format_is_quarantined_not_misread(store, put_record, as_format_1):
+    key = put_record(Cfg(1))
+    as_format_1(store.path("runs", key))
+    assert store.get("runs", key) is None
+    (why,) = why_quarantined(store)
+    assert why.startswith("unreadable record: record written by store format 1, not 2")
+
+
+def test_put_refuses_a_key_that_is_not_the_hash_of_the_config(store):
+    with pytest.raises(ValueError, match="is not the hash of its identity"):
+        store.put("runs", "k1", {"status": "done", "config": Cfg(1)})
+
+
+def test_named_kinds_are_keyed_by_name():
+    from kdlib.alpha_rule import RULES_KIND
+    from kdlib.store import NAMED_KINDS
+
+    assert RULES_KIND in NAMED_KINDS
+
+
+# --- the store's files and folders (issue 12, case 7) -----------------------------------------------------------
+def test_store_path_that_is_a_file_gets_a_clear_error(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="store .*file.* is a file, not a folder"):
+        Store(tmp_path / "file")
+
+
+def test_symlinked_lock_file_is_not_followed(store, tmp_path):
+    outside = tmp_path / "outside.txt"
+    lock = store.path("runs", "k", ".lock")
+    lock.parent.mkdir(parents=True)
+    lock.symlink_to(outside)
+    with pytest.raises(RuntimeError, match="lock file .* is a symbolic link"):
+        with store.lock("runs", "k"):
+            pass
+    assert not outside.exists()
+
+
+def test_records_and_artefacts_are_readable_by_the_group_per_umask(store, put_record):
+    old = os.umask(0o022)
+    try:
+        key = put_record(Cfg(1))
+        store.save_state("teachers", key, {"w": torch.zeros(2)})
+        store.save_arrays("scores", key, {"s": np.zeros(2)})
+        with store.lock("runs", key):
+            pass
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in store.root.rglob("*") if p.is_file()}
+    assert set(modes.values()) == {0o644}, modes

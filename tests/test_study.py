@@ -16,7 +16,7 @@ def tiny(**kw):
 @pytest.mark.parametrize("field,value,pattern", [
     ("dataset", "mnist", "dataset.*digits"),
     ("model", "vgg", "model.*resnet32"),
-    ("teacher", "vgg", "model.*resnet32"),
+    ("teacher", "vgg", "teacher.*resnet32"),
     ("method", "magic", "method.*random"),
     ("fraction", 0.0, r"fraction must lie in \(0, 1\]"),
     ("fraction", 1.5, r"fraction must lie in \(0, 1\]"),
@@ -166,3 +166,29 @@ def test_train_resumes_from_its_checkpoint_exactly(tmp_path):
     resumed = run(checkpoint=ckpt)
     assert resumed.final_acc == whole.final_acc and resumed.losses == whole.losses
     assert not ckpt.exists()  # removed once the run is done
+
+
+# --- grid axes (issue 12, case 7) --------------------------------------------------------------------------------
+def test_empty_grid_axis_is_an_error_naming_it():
+    with pytest.raises(ValueError, match="grid axis 'fraction' is empty"):
+        expand_grid({}, {"fraction": [], "seed": [0]})
+
+
+@pytest.mark.parametrize("value", ["0.1", 0.1], ids=["string", "scalar"])
+def test_grid_axis_must_be_a_list(value):
+    with pytest.raises(ValueError, match=r"grid axis 'fraction' must be a list of values, got .*; write \[.*\]"):
+        expand_grid({}, {"fraction": value})
+
+
+def test_huge_grid_warns_before_building(monkeypatch):
+    import kdlib.study
+
+    monkeypatch.setattr(kdlib.study, "GRID_WARN", 3)
+    with pytest.warns(UserWarning, match=r"expand_grid builds 4 configs \(2 fraction x 2 seed\)"):
+        expand_grid({}, {"fraction": [0.1, 0.2], "seed": [0, 1]})
+
+
+def test_equal_runs_written_as_int_or_float_share_one_record(tmp_path):
+    cfgs = expand_grid(tiny(fraction=0.2), {"label_noise": [0, 0.0]})
+    df = run_grid(cfgs, tmp_path, progress=False)
+    assert df.key.nunique() == 1 and len(list((tmp_path / "runs").glob("*.json"))) == 1

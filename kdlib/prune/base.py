@@ -10,7 +10,7 @@ import torch
 from ..data import ImageData
 from ..registry import Registry, resolve_params
 from ..train import TrainConfig
-from ..validate import check_fields
+from ..validate import check_config, check_number, check_positive, from_plain, normalise, optional
 
 KEEPS = ("random", "hardest", "easiest", "stratified", "diverse", "representative")
 
@@ -33,10 +33,15 @@ class ProxyConfig:
     score_epoch: Optional[int] = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.n_models, bool) or not isinstance(self.n_models, int) or self.n_models < 1:
-            raise ValueError(f"proxy n_models must be a positive integer, got {self.n_models!r}")
-        if self.score_epoch is not None and (isinstance(self.score_epoch, bool) or not isinstance(self.score_epoch, int)
-                                             or not 0 <= self.score_epoch <= self.train.epochs):
+        from ..models import MODELS
+
+        normalise(self, {
+            "model": optional(lambda v, p: MODELS.check(v, "proxy model")),
+            "train": lambda v, p: check_config(v, "proxy train", TrainConfig),
+            "n_models": lambda v, p: check_positive(v, "proxy n_models", integer=True),
+            "score_epoch": optional(lambda v, p: check_number(v, "proxy score_epoch", integer=True, low=0)),
+        })
+        if self.score_epoch is not None and self.score_epoch > self.train.epochs:
             raise ValueError(f"proxy score_epoch must be None or an integer in [0, train.epochs="
                              f"{self.train.epochs}], got {self.score_epoch!r}")
 
@@ -46,12 +51,9 @@ class ProxyConfig:
         return self.score_epoch if self.score_epoch is not None else max(1, round(self.train.epochs / 10))
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ProxyConfig":
-        check_fields(d, cls, "proxy parameter(s)")
-        d = dict(d)
-        if isinstance(d.get("train"), dict):
-            d["train"] = TrainConfig.from_dict(d["train"])
-        return cls(**d)
+    def from_dict(cls, d: Mapping) -> "ProxyConfig":
+        """Builds a proxy recipe from a plain dict (``train`` may be a dict), naming any unknown key."""
+        return from_plain(cls, d, {"train": TrainConfig}, "proxy parameter(s)")
 
 
 @dataclass
