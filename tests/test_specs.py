@@ -123,12 +123,12 @@ def test_scores_are_cached_under_the_declared_scorer_name(tmp_path, tunable):
     assert rec["config"]["scorer"] == "pixel_power" and rec["key"] == cfg.score_spec().key()
 
 
-def test_a_scorer_without_a_declared_name_is_refused():
-    def anonymous(ctx):
+def test_an_unregistered_scorer_is_cached_under_its_methods_name_not_its_functions():
+    def proxy_run(ctx):  # the __name__ of a registered scorer: it must not share that scorer's cache
         return {}
 
-    with pytest.raises(ValueError, match="no declared name.*register_scorer"):
-        PruningMethod("x", keep_high, "hardest", anonymous).scorer_key
+    assert PruningMethod("x", keep_high, "hardest", proxy_run).scorer_key == "x"
+    assert PruningMethod("x", keep_high, "hardest", proxy_run, scorer_name="mine").scorer_key == "mine"
 
 
 def test_load_records_leaves_out_records_made_under_earlier_keys(tmp_path, tunable):

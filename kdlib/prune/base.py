@@ -92,7 +92,7 @@ class PruningMethod:
     hyperparameters, proxy, seed); ``select(arrays, labels, k, rng, class_balanced, **params)`` returns exactly
     ``k`` indices. ``params`` are the selector's hyperparameters with their defaults. ``keeps`` says which
     samples it keeps; ``doc`` names the source paper and proxy recipe. ``scorer_name`` names the score cache
-    (default: the name the scorer was registered with by ``register_scorer``)."""
+    (default: the name the scorer was registered with by ``register_scorer``, else the method's name)."""
 
     name: str
     select: Selector
@@ -104,14 +104,11 @@ class PruningMethod:
 
     @property
     def scorer_key(self) -> Optional[str]:
-        """The declared name of the cached score arrays; methods sharing a scorer share its cache."""
+        """The declared name of the cached score arrays: ``scorer_name``, else the name the scorer was registered
+        with (``register_scorer``; methods sharing a registered scorer share its cache), else the method's own."""
         if self.scorer is None:
             return None
-        name = self.scorer_name or getattr(self.scorer, "scorer_name", None)
-        if name is None:
-            raise ValueError(f"method {self.name!r}: its scorer has no declared name; decorate it with "
-                             f"@register_scorer(name) or give PruningMethod(..., scorer_name=...)")
-        return name
+        return self.scorer_name or getattr(self.scorer, "scorer_name", None) or self.name
 
     @property
     def scorer_params(self) -> dict[str, Any]:
