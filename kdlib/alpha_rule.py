@@ -253,17 +253,24 @@ def check_alpha(value: Any) -> Any:
     return value
 
 
-def resolve_alpha(config: Mapping[str, Any], store: Store | str | Path | None = None) -> dict:
+def resolve_alpha(config: Mapping[str, Any], store: Store | str | Path | None = None,
+                  defaults: Optional[Mapping[str, Any]] = None) -> dict:
     """A copy of the flat run parameters ``config`` with ``alpha: 'auto'`` replaced by the rule's value at the
-    run's fraction and ``alpha_rule`` set to the rule's label; other values pass through (bad ones raise)."""
+    run's fraction and ``alpha_rule`` set to the rule's label; other values pass through (bad ones raise).
+    ``defaults`` give the dataset, model, method and fraction a config leaves out (``kdlib.study`` passes the
+    ``RunConfig`` defaults); without them those fields must be present."""
     d = dict(config)
     alpha = check_alpha(d.get("alpha", 0.0))
     if alpha != AUTO:
         return d
-    from .study import RunConfig  # the defaults of the fields a config may leave out
 
-    defaults = RunConfig.__dataclass_fields__
-    get = lambda k: d.get(k, defaults[k].default)  # noqa: E731
+    def get(k: str) -> Any:
+        if k in d:
+            return d[k]
+        if defaults is None or k not in defaults:
+            raise ValueError(f"alpha='auto' needs the run's {k} (or defaults for it)")
+        return defaults[k]
+
     fraction = check_fraction(get("fraction"))
     rule = rule_for(store, get("dataset"), get("model"), get("method"))
     d["alpha"] = rule(fraction)
@@ -271,6 +278,7 @@ def resolve_alpha(config: Mapping[str, Any], store: Store | str | Path | None = 
     return d
 
 
-def resolve_auto_alpha(configs: Iterable[Mapping[str, Any]], store: Store | str | Path | None = None) -> list[dict]:
+def resolve_auto_alpha(configs: Iterable[Mapping[str, Any]], store: Store | str | Path | None = None,
+                       defaults: Optional[Mapping[str, Any]] = None) -> list[dict]:
     """``resolve_alpha`` on each of ``configs`` (flat run parameters)."""
-    return [resolve_alpha(c, store) for c in configs]
+    return [resolve_alpha(c, store, defaults) for c in configs]

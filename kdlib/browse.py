@@ -102,7 +102,7 @@ class ResultsBrowser:
         if isinstance(self.source, pd.DataFrame):
             df = self.source.copy()
         else:
-            from .records import load_records
+            from .study import load_records  # here: telling current records apart needs the run configs (torch)
 
             df = load_records(self.source)
         if "status" not in df.columns:

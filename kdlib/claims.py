@@ -102,13 +102,14 @@ def _recipe(cfg: Optional[Mapping]) -> Optional[str]:
 def runs_table(store) -> pd.DataFrame:
     """Every finished run of a store (folder or ``Store``) as one row: config columns, ``train.*``, recipe hashes
     of the teacher's training and the scoring proxy, and the results."""
-    from .store import Store
     from .records import flatten
+    from .store import Store
+    from .study import current
 
     st = store if isinstance(store, Store) else Store(store)
     rows = []
     for rec in st.records("runs"):
-        if rec.get("status") != "done":
+        if rec.get("status") != "done" or not current(rec):  # a record under an earlier kdlib's key is left out
             continue
         row = flatten(rec)
         cfg = rec.get("config") or {}
@@ -468,7 +469,7 @@ for _name, _statement, _fn, _unit, _margin in (
 def verdicts(df: pd.DataFrame, cfg: Optional[ClaimConfig] = None, claims: Optional[Sequence[str]] = None
              ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(verdict table: one row per claim and context; cell table: every decided cell) from a run table
-    (``runs_table`` or ``kdlib.records.load_records``). A claim no context can test gets one inconclusive row."""
+    (``runs_table`` or ``kdlib.study.load_records``). A claim no context can test gets one inconclusive row."""
     cfg = cfg or ClaimConfig()
     d = prepare(df, cfg.value)
     rows, all_cells = [], []

@@ -20,17 +20,26 @@ count is equal (a different count can change the last bits of the losses, in bf1
 """
 from __future__ import annotations
 
+import json
 import os
+import socket
+import subprocess
+import sys
+import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .store import Store, config_key
-from .validate import check_choice
+import torch
 
-EXECUTORS = ("local", "processes", "ray")
+from .store import Store, canonical
+from .train import TrainingDiverged
+from .validate import check_choice, check_positive
+
+EXECUTORS = ("local", "processes", "ray", "torchrun")
 
 
 def check_executor(executor: str) -> str:
@@ -41,13 +50,15 @@ def check_executor(executor: str) -> str:
 # --- what one worker does ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class WorkerSpec:
-    """How a worker opens the study: the store folder, device, data root, progress bars and torch threads."""
+    """How a worker opens the study: the study class (``kdlib.study.Study``, passed in so that this module sits
+    below it), the store folder, device, data root, progress bars and torch threads."""
 
     store: str
     device: str = "auto"
     data_root: Optional[str] = None
     progress: bool = False
     threads: Optional[int] = None
+    study_class: Any = None
 
 
 def run_once(study: Any, cfg: Any) -> dict:
@@ -62,44 +73,30 @@ def run_once(study: Any, cfg: Any) -> dict:
 
 
 def score_key(cfg: Any) -> Optional[str]:
-    """The store key of the score cache ``cfg`` needs, or None (mirrors ``Study.scores``; used for scheduling only,
-    correctness rests on the lock)."""
-    from .prune import METHODS
-
-    r = cfg.resolved()
-    method = METHODS.get(r.method)
-    if r.fraction == 1.0 or method.scorer is None:
-        return None
-    return config_key({"dataset": r.dataset, "scorer": method.scorer_key, "proxy": r.proxy,
-                       "model": r.proxy.model or r.model, "seed": r.score_seed, "label_noise": r.label_noise,
-                       "noise_seed": r.noise_seed})
+    """The store key of the score cache ``cfg`` needs, or None (``ScoreSpec``; for scheduling only, correctness
+    rests on the lock)."""
+    spec = cfg.score_spec()
+    return None if spec is None else spec.key()
 
 
 def teacher_key(cfg: Any) -> Optional[str]:
     """The store key of the teacher ``cfg`` distils from, or None."""
-    from .study import TeacherConfig
-
-    return config_key(TeacherConfig.of(cfg)) if cfg.resolved().uses_teacher else None
+    return cfg.teacher_config().key() if cfg.resolved().uses_teacher else None
 
 
 def work(task: str, cfg: Any, spec: WorkerSpec) -> dict:
     """One unit of work in a worker: ``task`` is 'teacher', 'scores' or 'run'. Returns {'key', 'status', ...};
     the record itself stays in the store. A teacher or score computation that fails (diverges, or any
     other error) is not an error here: the runs that need it retry it and record the failure."""
-    import torch
-
-    from .study import Study, TeacherConfig
-    from .train import TrainingDiverged
-
     if spec.threads:
         torch.set_num_threads(spec.threads)
-    study = Study(spec.store, spec.device, spec.data_root, spec.progress)
+    study = spec.study_class(spec.store, spec.device, spec.data_root, spec.progress)
     if task == "run":
         rec = run_once(study, cfg)
         return {"key": rec["key"], "status": rec["status"], "pid": os.getpid()}
     try:
         if task == "teacher":
-            study.teacher(TeacherConfig.of(cfg))
+            study.teacher(cfg.teacher_config())
         else:
             study.scores(cfg)
     except Exception as err:  # noqa: BLE001 - the runs that need it record the failure (Study.run)
@@ -195,8 +192,10 @@ class _RayPool:
 # --- the driver ----------------------------------------------------------------------------------------------------
 def run_parallel(configs: Sequence[Any], store: Store | str, device: str = "auto", data_root: Optional[str] = None,
                  progress: bool = True, executor: str = "processes", workers: Optional[int] = None,
-                 address: Optional[str] = None, num_cpus: float = 1, num_gpus: float = 0) -> list[dict]:
-    """Every config's record (in the order of ``configs``), computed on ``executor`` ('processes' or 'ray').
+                 address: Optional[str] = None, num_cpus: float = 1, num_gpus: float = 0,
+                 study_class: Any = None) -> list[dict]:
+    """Every config's record (in the order of ``configs``), computed on ``executor`` ('processes' or 'ray') by
+    workers that each open a ``study_class`` (``kdlib.study.Study``; ``run_grid`` passes it).
 
     Finished runs are read from the store and not resubmitted; equal runs (same resolved key) run once.
     ``workers`` is the pool size (default: all cores; for Ray, the CPUs of a local instance it starts).
@@ -207,8 +206,8 @@ def run_parallel(configs: Sequence[Any], store: Store | str, device: str = "auto
     work not yet started and is raised here (finished records are kept: run the grid again to resume).
     """
     check_executor(executor)
-    if executor == "local":
-        raise ValueError("run_parallel runs executor='processes' or 'ray'; use run_grid for 'local'")
+    if executor in ("local", "torchrun"):
+        raise ValueError(f"run_parallel runs executor='processes' or 'ray'; use run_grid for {executor!r}")
     store = store if isinstance(store, Store) else Store(store)
     root = str(store.root.resolve())
     keys = [c.key() for c in configs]
@@ -233,7 +232,9 @@ def run_parallel(configs: Sequence[Any], store: Store | str, device: str = "auto
             pool = _RayPool(address, num_cpus, num_gpus, workers, progress)
             if str(device) == "auto" and not num_gpus:
                 device = "cpu"
-        spec = WorkerSpec(root, str(device), data_root, False, threads)
+        if study_class is None:
+            raise ValueError("run_parallel needs study_class (kdlib.study.Study); run_grid passes it")
+        spec = WorkerSpec(root, str(device), data_root, False, threads, study_class)
         cancel = True
         try:
             _drive(pool, todo, store, spec, records, progress)
@@ -282,3 +283,44 @@ def _drive(pool: Any, todo: dict[str, Any], store: Store, spec: WorkerSpec, reco
     except BaseException:
         pool.cancel(list(handles))
         raise
+
+
+# --- torchrun: one DDP job over the grid's runs ----------------------------------------------------------------------
+def free_port() -> int:
+    """A TCP port free on this host right now (for torchrun's --master_port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun_command(config_path: str | os.PathLike, nproc: int, port: Optional[int] = None,
+                     results: Optional[str | os.PathLike] = None) -> list[str]:
+    """The command that runs a launch file (``kdlib.distributed``) on ``nproc`` local processes."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+           f"--master_port={port or free_port()}", "-m", "kdlib.distributed", "--config", str(config_path)]
+    return cmd + (["--results", str(results)] if results else [])
+
+
+def run_torchrun(configs: Sequence[Any], store: Store | str | os.PathLike, nproc: int, progress: bool = True,
+                 device: str = "auto", echo: bool = True) -> list[dict]:
+    """The records of ``configs`` (run configs, trained in order by one ``torchrun --nproc_per_node=nproc`` job of
+    ``kdlib.distributed`` in a subprocess, its output streamed here when ``echo``). ``nproc`` is runtime, not
+    part of any key: the records are those a single process writes."""
+    check_positive(nproc, "nproc", integer=True)
+    root = Path(store.root if isinstance(store, Store) else store)
+    root.mkdir(parents=True, exist_ok=True)
+    spec = {"store": str(root), "progress": progress, "device": device, "runs": [canonical(c) for c in configs]}
+    with tempfile.TemporaryDirectory(prefix="kdlib-launch-") as tmp:
+        cfg_path, res_path = Path(tmp) / "launch.json", Path(tmp) / "results.json"
+        cfg_path.write_text(json.dumps(spec))
+        cmd = torchrun_command(cfg_path, nproc, results=res_path)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        tail: list[str] = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            tail = (tail + [line])[-60:]
+            if echo:
+                print(line, end="", flush=True)
+        if proc.wait() != 0 or not res_path.exists():
+            raise RuntimeError(f"torchrun exited with status {proc.returncode}: {' '.join(cmd)}\n{''.join(tail)}")
+        return json.loads(res_path.read_text())

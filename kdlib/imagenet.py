@@ -8,9 +8,8 @@ workers, transformed as in torchvision's ImageNet reference and handed on as uin
 * val: ``Resize(round(image_size * 256 / 224))`` + ``CenterCrop(image_size)`` (256 -> 224 at full size).
 
 Batches stay uint8 until they reach the training device, where :meth:`FolderData.normalize` applies the ImageNet
-mean/std. A pruned run trains on ``subset_indices(...)`` of the training files: exactly ``round(f * N)`` indices
-chosen by a ``kdlib.prune`` selector with the run's seed (the same rule, generator and indices as
-``kdlib.study.Study.subset`` for the same labels).
+mean/std. This module knows nothing of pruning: a run arrives with the indices of the files it keeps
+(``kdlib.study.select_subset``, the rule of every run).
 
 ``export_image_folder`` writes a real in-memory dataset (digits, Fashion-MNIST, ...) as image files in this
 layout, so the whole folder pipeline runs offline on real images. Such a folder is *that dataset in ImageNet
@@ -32,12 +31,10 @@ import torch
 from torch.utils.data import Dataset
 
 from .data import IMAGE_EXTENSIONS, load_dataset
-from .prune import METHODS, budget
 from .validate import check_fraction, check_positive
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-SUBSET_STREAM = 7919  # second word of the selection generator's seed, as in kdlib.study.Study.subset
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -200,32 +197,6 @@ def load_folder_data(root: str | os.PathLike, image_size: int = 224,
     val = ImageFolder(found / "val", eval_transform(image_size), classes=train.classes)
     source = (found / "SOURCE.txt").read_text().strip() if (found / "SOURCE.txt").is_file() else None
     return FolderData(found, train, val, int(image_size), source=source)
-
-
-# ----------------------------------------------------------------------------------------------- pruning
-def subset_indices(labels: np.ndarray, fraction: float, seed: int, method: str = "random",
-                   class_balanced: bool = False) -> np.ndarray:
-    """Sorted indices of the kept training samples: exactly ``round(fraction * N)`` (all when ``fraction == 1``).
-
-    Uses the ``kdlib.prune`` selector of ``method`` with ``np.random.default_rng([seed, 7919])``, as
-    ``kdlib.study.Study.subset`` does, so the same labels and seed keep the same samples. Only methods without
-    a scorer work on streamed data (a scorer needs the whole dataset in memory).
-    """
-    labels = np.asarray(labels)
-    fraction = check_fraction(fraction)
-    if fraction == 1.0:
-        return np.arange(len(labels), dtype=np.int64)
-    chosen = METHODS.get(method)
-    if chosen.scorer is not None:
-        usable = [m for m in METHODS if METHODS.get(m).scorer is None]
-        raise ValueError(f"method {method!r} needs per-sample scores, which streamed data do not provide; "
-                         f"methods without a scorer: {', '.join(usable)}")
-    k = budget(len(labels), fraction)
-    idx = chosen.select({}, labels, k, np.random.default_rng([seed, SUBSET_STREAM]), class_balanced)
-    idx = np.unique(np.asarray(idx, dtype=np.int64))
-    if len(idx) != k:
-        raise RuntimeError(f"method {method!r} returned {len(idx)} distinct indices, expected {k}")
-    return idx
 
 
 # ----------------------------------------------------------------------------------------------- export

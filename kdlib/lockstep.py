@@ -24,20 +24,20 @@ one by one; ``kdlib.study.run_grid(..., lockstep=True)`` groups a grid's runs an
 from __future__ import annotations
 
 import copy
-import math
-import time
-from typing import Optional, Sequence
+from contextlib import ExitStack
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from .augment import augment
 from .data import ImageData
-from .train import (LossFn, TrainConfig, TrainingDiverged, TrainResult, autocast_context, epoch_batches,
-                    evaluate, inference_copy, lr_factor, make_optimizer, resolve_device, total_steps,
-                    training_tensors)
+from .distill import make_kd_loss
+from .models import build_model
+from .store import config_key
+from .train import (CheckpointSlot, EpochHook, LossFn, MemoryBatches, ModelSteps, Teachers, TrainConfig,
+                    TrainingDiverged, TrainResult, autocast_context, cross_entropy_loss, make_optimizer, make_scaler,
+                    resolve_device, run_loop)
 from .validate import check_choice
 
 MODES = ("auto", "loop", "stacked")
@@ -188,6 +188,83 @@ def _evaluate_stacked(wide: nn.Module, data: ImageData, k: int, device: torch.de
     return [100.0 * hits[:, i].mean().item() for i in range(k)]  # the same float arithmetic as train.evaluate
 
 
+class StackedSteps:
+    """K students as one wide network (``stack_models``) with one optimiser and one loss scaler: one forward and
+    backward does the work of K. The K models are written back (``unstack_into``) when the loop closes it."""
+
+    def __init__(self, models: Sequence[nn.Module], wide: nn.Module, loss_fns: Sequence[Optional[LossFn]],
+                 teachers: Sequence[Optional[nn.Module]], cfg: TrainConfig, device: torch.device) -> None:
+        self.k, self.models, self.wide, self.cfg, self.device = len(models), list(models), wide, cfg, device
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        wide.to(device=device, memory_format=self.memory_format).train()
+        self.loss_fns = [fn or cross_entropy_loss for fn in loss_fns]
+        self.teachers = Teachers(teachers, device, self.memory_format)
+        self.optimizer = make_optimizer(wide, cfg)
+        self.scaler = make_scaler(device, cfg.precision)
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def step(self, xb: torch.Tensor, yb: torch.Tensor, active: list[int]) -> Iterable[tuple[int, torch.Tensor]]:
+        t_logits = self.teachers.logits(xb, self.device, self.cfg.precision)
+        with autocast_context(self.device, self.cfg.precision):
+            out = self.wide(xb.repeat(1, self.k, 1, 1).contiguous(memory_format=self.memory_format))
+        out = out.reshape(len(xb), self.k, -1)
+        per = torch.stack([self.loss_fns[i](out[:, i], self.teachers.of(i, t_logits), yb) for i in active])
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(per.sum()).backward()  # a diverged student is left out: its NaN would skip every step
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return zip(active, per.detach())
+
+    def evaluate(self, source, active: list[int]) -> list[float]:
+        accs = _evaluate_stacked(self.wide, source.data, self.k, self.device, self.cfg.precision, self.memory_format)
+        return [a if i in active else float("nan") for i, a in enumerate(accs)]
+
+    def state_dict(self) -> dict:
+        return {"wide": self.wide.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.wide.load_state_dict(state["wide"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+
+    def close(self) -> None:
+        unstack_into(self.wide, self.models)
+
+
+def lockstep_steps(models: Sequence[nn.Module], data: ImageData, cfg: TrainConfig,
+                   loss_fns: Sequence[Optional[LossFn]], teachers: Sequence[Optional[nn.Module]],
+                   device: torch.device, mode: str = "auto", threads: Optional[int] = None
+                   ) -> ModelSteps | StackedSteps:
+    """The step of K students in ``mode`` ('loop', 'stacked' or 'auto', see the module docstring)."""
+    check_choice(mode, "mode", MODES)
+    k = len(models)
+    if len(loss_fns) != k:
+        raise ValueError(f"need one loss_fn per model: {len(loss_fns)} for {k} models")
+    if len(teachers) != k:
+        raise ValueError(f"need one teacher (or None) per model: {len(teachers)} for {k} models")
+    auto = mode == "auto"
+    if auto:  # CPU: students on worker threads; GPU: one wide network (K times fewer kernel launches)
+        mode = "stacked" if device.type == "cuda" else "loop"
+    if mode == "stacked" and k > 1:
+        memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        for m in models:
+            m.to(device=device, memory_format=memory_format).train()
+        try:
+            wide = stack_models(models, data.normalize(data.x_test[:2].to(device)))
+            return StackedSteps(models, wide, loss_fns, teachers, cfg, device)
+        except ValueError:
+            if not auto:
+                raise
+    if threads is None:
+        threads = min(k, torch.get_num_threads()) if device.type == "cpu" else 1
+    return ModelSteps(models, loss_fns, teachers, cfg, device, threads=threads)
+
+
 def train_lockstep(
     models: Sequence[nn.Module],
     data: ImageData,
@@ -205,190 +282,43 @@ def train_lockstep(
     desc: str = "lockstep",
     evaluate_test: bool = True,
     on_diverge: str = "raise",
+    epoch_hook: Optional[EpochHook] = None,
+    checkpoint: Optional[CheckpointSlot] = None,
 ) -> list[TrainResult]:
     """Trains the K ``models`` in place as K calls of ``train(model_k, data, cfg, indices=..., loss_fn=loss_fns[k],
-    teacher=teacher_k, seed=seed)`` would, sharing each batch and each distinct teacher's forward pass.
+    teacher=teacher_k, seed=seed)`` would, sharing each batch and each distinct teacher's forward pass: the same
+    loop (``kdlib.train.run_loop``) with a K-model step.
 
     ``teacher`` is one teacher for all, or one (or None) per student. ``mode``: 'loop', 'stacked' or 'auto'
     (see the module docstring); ``threads``: worker threads of ``loop`` on CPU (None: one per core, up to K;
     1: this thread only, bit-identical to ``train``). A student whose loss becomes NaN/inf raises ``TrainingDiverged`` when
     ``on_diverge='raise'``; with ``'keep'`` it stops counting, the others go on, and its result has a NaN
     ``final_acc`` and ``extra['diverged']`` set to the message. ``train_seconds`` of each result is the group's
-    training time divided by K (``extra['group_train_seconds']`` holds the whole).
+    training time divided by K (``extra['group_train_seconds']`` holds the whole). ``epoch_hook(epoch, models)``
+    and ``checkpoint`` work as in ``train``.
     """
-    from .distill import kd_loss
-
-    check_choice(mode, "mode", MODES)
-    auto = mode == "auto"
-    check_choice(on_diverge, "on_diverge", ("raise", "keep"))
     k = len(models)
     if k == 0:
         return []
-    if len(loss_fns) != k:
-        raise ValueError(f"need one loss_fn per model: {len(loss_fns)} for {k} models")
     teachers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher] * k
-    if len(teachers) != k:
-        raise ValueError(f"need one teacher (or None) per model: {len(teachers)} for {k} models")
-    losses_fns = [fn or (lambda s, t, y: kd_loss(s, t, y, 0.0)) for fn in loss_fns]
-
-    wall0 = time.perf_counter()
     device = resolve_device(device)
-    idx, x_train, y_train = training_tensors(data, indices, labels, device)
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    for m in models:
-        m.to(device=device, memory_format=memory_format).train()
-    distinct_teachers: list[nn.Module] = []
-    for t in teachers:
-        if t is not None and all(t is not d for d in distinct_teachers):
-            distinct_teachers.append(t)
-    teacher_slot = [None if t is None else next(i for i, d in enumerate(distinct_teachers) if d is t)
-                    for t in teachers]
-    # forward-only copies with BatchNorm folded, exactly as ``train`` runs its teacher
-    distinct_teachers = [inference_copy(t.to(device=device, memory_format=memory_format), memory_format)
-                         for t in distinct_teachers]
-
-    wide = None
-    if mode == "auto":  # CPU: students on worker threads; GPU: one wide network (K times fewer kernel launches)
-        mode = "stacked" if device.type == "cuda" else "loop"
-    if threads is None:
-        threads = min(k, torch.get_num_threads()) if mode == "loop" and device.type == "cpu" else 1
-    if mode == "stacked" and k > 1:
-        try:
-            wide = stack_models(models, data.normalize(data.x_test[:2].to(device)))
-        except ValueError:
-            if not auto:
-                raise
-    mode = "loop" if wide is None else "stacked"
-    threads = max(1, min(int(threads), k)) if mode == "loop" else 1
-    pool = None
-    if threads > 1:  # each worker runs its students' ops on one core: better than 2-thread ops on small tensors
-        from concurrent.futures import ThreadPoolExecutor
-
-        outer_threads = torch.get_num_threads()
-        pool = ThreadPoolExecutor(threads, thread_name_prefix="lockstep", initializer=torch.set_num_threads,
-                                  initargs=(1,))
-    if wide is not None:
-        wide.to(device=device, memory_format=memory_format).train()
-        optimizers = [make_optimizer(wide, cfg)]
-    else:
-        optimizers = [make_optimizer(m, cfg) for m in models]
-    n_epochs, n_steps = total_steps(cfg, len(idx), data.n_train)
-
-    curves: list[list[tuple[int, float]]] = [[] for _ in range(k)]
-    losses: list[list[float]] = [[] for _ in range(k)]
-    diverged: list[Optional[str]] = [None] * k
-    step, images, train_seconds = 0, 0, 0.0
-    bar = tqdm(total=n_epochs, desc=desc, disable=not progress, leave=False)
-    try:
-        for epoch in range(n_epochs):
-            gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
-            t0 = time.perf_counter()
-            loss_sum = torch.zeros(k, device=device)
-            n_batches = 0
-            active = [i for i in range(k) if diverged[i] is None]
-            for batch in epoch_batches(idx, cfg.batch_size, gen):
-                if step >= n_steps:
-                    break
-                lr = cfg.lr * lr_factor(cfg, step, n_steps)
-                for opt in optimizers:
-                    for group in opt.param_groups:
-                        group["lr"] = lr
-                xb = x_train[batch]
-                if cfg.augment:
-                    xb = augment(xb, data.crop_padding, data.flip, gen)
-                xb = data.normalize(xb).contiguous(memory_format=memory_format)
-                yb = y_train[batch]
-                t_logits = []
-                if distinct_teachers:
-                    with autocast_context(device, cfg.precision), torch.no_grad():
-                        t_logits = [t(xb) for t in distinct_teachers]
-                if wide is not None:
-                    with autocast_context(device, cfg.precision):
-                        out = wide(xb.repeat(1, k, 1, 1).contiguous(memory_format=memory_format))
-                    out = out.reshape(len(xb), k, -1)
-                    per = torch.stack([losses_fns[i](out[:, i], None if teacher_slot[i] is None
-                                                     else t_logits[teacher_slot[i]], yb) for i in range(k)])
-                    optimizers[0].zero_grad(set_to_none=True)
-                    per.sum().backward()
-                    optimizers[0].step()
-                    loss_sum += per.detach()
-                else:
-                    def student_step(i: int, xb=xb, yb=yb, t_logits=t_logits) -> torch.Tensor:
-                        with autocast_context(device, cfg.precision):  # autocast state is per thread
-                            s_logits = models[i](xb)
-                        loss = losses_fns[i](s_logits, None if teacher_slot[i] is None
-                                             else t_logits[teacher_slot[i]], yb)
-                        optimizers[i].zero_grad(set_to_none=True)
-                        loss.backward()
-                        optimizers[i].step()
-                        return loss.detach()
-
-                    for i, loss in zip(active, pool.map(student_step, active) if pool else map(student_step, active)):
-                        loss_sum[i] += loss
-                n_batches += 1
-                step += 1
-                images += len(batch)
-            mean_loss = (loss_sum / max(1, n_batches)).tolist()
-            train_seconds += time.perf_counter() - t0
-            last = epoch + 1 == n_epochs
-            for i in active:
-                if not math.isfinite(mean_loss[i]):
-                    msg = f"{desc}[{i}]: loss became {mean_loss[i]} in epoch {epoch + 1} (lr={cfg.lr}); stopping"
-                    if on_diverge == "raise":
-                        raise TrainingDiverged(msg)
-                    diverged[i] = msg
-                else:
-                    losses[i].append(mean_loss[i])
-            if evaluate_test and ((epoch + 1) % cfg.eval_every == 0 or last):
-                if wide is not None:
-                    accs = _evaluate_stacked(wide, data, k, device, cfg.precision, memory_format)
-                else:
-                    accs = [evaluate(models[i], data, device, cfg.precision, cfg.channels_last)
-                            if diverged[i] is None else float("nan") for i in range(k)]
-                for i in range(k):
-                    if diverged[i] is None:
-                        curves[i].append((epoch + 1, float(accs[i])))
-                bar.set_postfix(acc=" ".join(f"{a:.1f}" for a in accs))
-            bar.update(1)
-            if all(d is not None for d in diverged):
-                break
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.shutdown()
-            torch.set_num_threads(outer_threads)  # the workers lowered torch's default for new threads
-    if wide is not None:
-        unstack_into(wide, models)
-
-    wall = time.perf_counter() - wall0
-    results = []
-    for i in range(k):
-        curve = curves[i]
-        final_acc = curve[-1][1] if curve and diverged[i] is None else float("nan")
-        best_epoch, best_acc = max(curve, key=lambda c: c[1]) if curve else (0, float("nan"))
-        extra = {"lockstep": k, "lockstep_mode": mode, "lockstep_threads": threads,
-                 "group_train_seconds": train_seconds,
-                 "group_wall_seconds": wall}
-        if diverged[i] is not None:
-            extra["diverged"] = diverged[i]
-        results.append(TrainResult(
-            final_acc=final_acc, best_acc=best_acc, best_epoch=best_epoch, curve=curve, losses=losses[i],
-            epochs=n_epochs, steps=step, train_seconds=train_seconds / k, wall_seconds=wall / k,
-            images_per_sec=images * k / max(1e-9, train_seconds), extra=extra))
+    source = MemoryBatches(data, cfg, seed, device, indices, labels)
+    step = lockstep_steps(models, data, cfg, loss_fns, teachers, device, mode, threads)
+    results = run_loop(step, source, cfg, evaluate_test=evaluate_test, epoch_hook=epoch_hook,
+                       checkpoint=checkpoint, on_diverge=on_diverge, desc=desc, progress=progress, device=device)
+    mode = "stacked" if isinstance(step, StackedSteps) else "loop"
+    threads = step.threads if isinstance(step, ModelSteps) else 1
+    for r in results:
+        r.extra.update({"lockstep": k, "lockstep_mode": mode, "lockstep_threads": threads,
+                        "group_train_seconds": r.train_seconds * k, "group_wall_seconds": r.wall_seconds * k})
     return results
 
 
 # --------------------------------------------------------------------------------------------- grids
 def group_key(cfg) -> str:
-    """What students must share to train in lockstep: everything in the resolved run config except the loss
-    (alpha, tau, kd_loss) and the teacher (one forward per distinct teacher). Same key -> same seed, subset,
-    labels, model and recipe, hence the same batches."""
-    from .store import canonical, config_key
-
-    d = canonical(cfg.resolved())
-    for name in ("alpha", "tau", "kd_loss", "teacher", "teacher_fraction", "teacher_train", "alpha_rule"):
-        d.pop(name, None)
-    return config_key(d)
+    """What students must share to train in lockstep: ``RunConfig.group_key`` (same key -> same seed, subset,
+    labels, model and recipe, hence the same batches)."""
+    return cfg.group_key()
 
 
 def run_group(study, configs: Sequence, mode: str = "auto") -> list[dict]:
@@ -396,8 +326,6 @@ def run_group(study, configs: Sequence, mode: str = "auto") -> list[dict]:
     ``train_lockstep`` and written to ``study.store`` exactly as ``Study.run`` writes them (``result.extra``
     says ``lockstep``). Finished records are read, never recomputed; every pending run is trained under its
     store lock, so two grids never train the same run twice."""
-    from contextlib import ExitStack
-
     if len({group_key(c) for c in configs}) > 1:
         raise ValueError("run_group needs configs that differ only in alpha, tau, kd_loss or teacher")
     resolved = [c.resolved() for c in configs]
@@ -423,11 +351,6 @@ def run_group(study, configs: Sequence, mode: str = "auto") -> list[dict]:
 
 def _train_group(study, runs: list, mode: str) -> dict[str, dict]:
     """Trains the resolved ``runs`` (pending, one group) in lockstep and writes their records; key -> record."""
-    from .distill import make_kd_loss
-    from .models import build_model
-    from .store import config_key
-    from .study import TeacherConfig
-
     r0 = runs[0]
     out: dict[str, dict] = {}
     try:
@@ -443,8 +366,8 @@ def _train_group(study, runs: list, mode: str) -> dict[str, dict]:
         if not r.uses_teacher:
             live.append((r, None, None))
             continue
-        tcfg = TeacherConfig.of(r)
-        tkey = config_key(tcfg)
+        tcfg = r.teacher_config()
+        tkey = tcfg.key()
         try:
             if tkey not in teachers:
                 teachers[tkey] = study.teacher(tcfg)
@@ -458,16 +381,20 @@ def _train_group(study, runs: list, mode: str) -> dict[str, dict]:
     for r, _, _ in live:
         torch.manual_seed(r.seed)  # the same initial weights as Study.run
         models.append(build_model(r.model, data.num_classes, data.in_channels))
+    run_keys = [r.key() for r, _, _ in live]  # the group's checkpoint: these runs, in this order, in this mode
+    group = {"runs": run_keys, "mode": mode}
+    slot = study.store.checkpoint("groups", config_key(group), group)
     results = train_lockstep(
         models, data, r0.train, indices=indices, labels=labels,
-        loss_fns=[make_kd_loss(r.kd_loss, r.alpha, r.tau) for r, _, _ in live],
+        loss_fns=[make_kd_loss(r.kd_loss, r.alpha, r.tau, r.kd_params) for r, _, _ in live],
         teacher=[t for _, t, _ in live], seed=r0.seed, device=study.device, mode=mode, progress=study.progress,
         desc=f"{r0.method} f={r0.fraction:g} a={','.join(f'{r.alpha:g}' for r, _, _ in live)} s={r0.seed}",
-        on_diverge="keep")
+        on_diverge="keep", checkpoint=slot)
     for (r, _, trec), res in zip(live, results):
         if "diverged" in res.extra:
             rec = {"status": "failed", "config": r, "error": res.extra["diverged"]}
         else:
             rec = study.run_record(r, res, data, indices, noisy, trec)
         out[r.key()] = study.store.put("runs", r.key(), rec)
+    slot.clear()
     return out

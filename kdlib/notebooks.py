@@ -96,14 +96,19 @@ def fingerprint(name: str, params_file: Path, store: Optional[Path] = None) -> s
     return h.hexdigest()
 
 
-def startup_seconds(output: Path, wall: float) -> float:
+def startup_seconds(output: Path, wall: float) -> Optional[float]:
     """Seconds of a notebook run spent outside its cells (kernel launch and papermill's own work): the wall time
-    less the cells' durations that papermill records in the executed notebook."""
+    less the cells' durations that papermill records in the executed notebook; None without that record."""
     import nbformat
 
-    nb = nbformat.read(str(output), as_version=4)
-    cells = sum(float(c.metadata.get("papermill", {}).get("duration") or 0.0) for c in nb.cells)
-    return max(0.0, wall - cells)
+    try:
+        nb = nbformat.read(str(output), as_version=4)
+    except Exception:  # not an executed notebook (nbformat raises several kinds)
+        return None
+    durations = [c.metadata.get("papermill", {}).get("duration") for c in nb.cells]
+    if not durations or any(d is None for d in durations):
+        return None
+    return max(0.0, wall - sum(float(d) for d in durations))
 
 
 def worker_startup_seconds() -> float:
@@ -125,7 +130,6 @@ def run_study(profile: str, names: Optional[Sequence[str]] = None, force: bool =
     stamps = outputs / profile / ".fingerprints"
     done: dict[str, str] = {}
     t_all = time.perf_counter()
-    print(f"process start-up: a grid worker imports kdlib in {worker_startup_seconds():.1f} s", flush=True)
     for name in names:
         params_file = ROOT / "params" / profile / f"{name}.yaml"
         output = outputs / profile / f"{name}.ipynb"
@@ -142,8 +146,9 @@ def run_study(profile: str, names: Optional[Sequence[str]] = None, force: bool =
         stamp.write_text(inputs)  # after a successful run only
         done[name] = "ran"
         wall = time.perf_counter() - t0
-        print(f"{name:18s} {wall:7.1f} s  (kernel start-up {startup_seconds(output, wall):4.1f} s)  -> {output}",
-              flush=True)
+        startup = startup_seconds(output, wall)
+        note = "" if startup is None else f"  (kernel start-up {startup:4.1f} s)"
+        print(f"{name:18s} {wall:7.1f} s{note}  -> {output}", flush=True)
     print(f"{profile} study: {len(names)} notebooks in {time.perf_counter() - t_all:.1f} s wall time", flush=True)
     return done
 
@@ -157,6 +162,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parser.parse_args(argv)
     # kernels inherit this: sleeping OpenMP waits keep torch fast when other processes share the cores
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    print(f"process start-up: a grid worker imports kdlib in {worker_startup_seconds():.1f} s", flush=True)
     run_study(args.profile, args.only, force=args.force, log_output=args.log_output)
 
 

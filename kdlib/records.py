@@ -1,13 +1,10 @@
-"""Run records as table rows, without importing torch: ``flatten`` one record, ``load_records`` a whole store
-(``kdlib.study`` re-exports both)."""
+"""Run records as table rows: ``flatten`` one record, importing neither torch nor pandas (``kdlib.study`` re-exports
+it; ``kdlib.study.load_records`` reads a whole store, keeping the records that are current under today's keys)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
-from .store import Store, canonical
-
-if TYPE_CHECKING:  # pandas is imported where tables are built, so a grid worker never loads it
-    import pandas as pd
+from .store import canonical
 
 
 def flatten(record: dict, requested: Optional[Any] = None) -> dict:
@@ -15,6 +12,8 @@ def flatten(record: dict, requested: Optional[Any] = None) -> dict:
     cfg = canonical(requested) if requested is not None else record["config"]
     row = {k: v for k, v in cfg.items() if not isinstance(v, (dict, list))}
     row.update({f"train.{k}": v for k, v in (cfg.get("train") or {}).items() if not isinstance(v, list)})
+    for name in ("method_params", "kd_params"):  # declared hyperparameters: one column each
+        row.update({f"{name}.{k}": v for k, v in (cfg.get(name) or {}).items()})
     row["key"] = record["key"]
     row["status"] = record["status"]
     res = record.get("result") or {}
@@ -26,11 +25,3 @@ def flatten(record: dict, requested: Optional[Any] = None) -> dict:
     for k, v in (record.get("runtime") or {}).items():  # what ran (precision, device, CPU, threads): not keyed
         row[f"runtime.{k}"] = v
     return row
-
-
-def load_records(store: Store | str) -> pd.DataFrame:
-    """Every run record in the store as a table (one row per distinct run)."""
-    import pandas as pd
-
-    store = store if isinstance(store, Store) else Store(store)
-    return pd.DataFrame([flatten(rec) for rec in store.records("runs")])

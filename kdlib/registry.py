@@ -1,7 +1,9 @@
 """A tiny name -> object registry, one per family (datasets, models, pruning methods, KD losses)."""
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+import math
+import numbers
+from typing import Any, Callable, Generic, Iterator, Mapping, Optional, TypeVar
 
 T = TypeVar("T")
 
@@ -52,3 +54,34 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._items))
+
+
+def resolve_params(field: str, owner: str, defaults: Mapping[str, Any],
+                   overrides: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+    """The declared hyperparameters ``defaults`` of ``owner`` with ``overrides`` laid over them; an unknown name,
+    or a value not of its default's kind (integer or number), is a ValueError naming ``field``."""
+    unknown = sorted(set(overrides or {}) - set(defaults))
+    if unknown:
+        raise ValueError(f"{field} {unknown} are not hyperparameters of {owner}; allowed: "
+                         f"{', '.join(sorted(defaults)) or 'none'}")
+    out = dict(defaults)
+    for k, v in (overrides or {}).items():
+        d = defaults[k]
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)) or \
+                (isinstance(d, int) and not float(v).is_integer()):
+            raise ValueError(f"{field}.{k} of {owner} must be a finite {'integer' if isinstance(d, int) else 'number'}"
+                             f" like its default {d!r}, got {v!r}")
+        out[k] = type(d)(v)
+    return out
+
+
+class Params(dict):
+    """Declared hyperparameter values as an immutable, hashable mapping (a field of frozen configs)."""
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(sorted(self.items())))
+
+    def _immutable(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("hyperparameters are immutable; build a new config with other values")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _immutable  # type: ignore[assignment]

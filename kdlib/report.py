@@ -8,6 +8,9 @@ import pandas as pd
 
 from . import stats
 
+from .models import build_model, count_parameters
+from .study import Study
+
 
 def summarize(df: pd.DataFrame, by: Sequence[str], value: str = "final_acc") -> pd.DataFrame:
     """Mean, standard deviation, n and a 95% t-interval half-width of ``value`` over seeds, per ``by`` group."""
@@ -62,8 +65,6 @@ def _diff_table(diff: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 def teacher_sizes(names: Sequence[str], num_classes: int, in_channels: int) -> pd.DataFrame:
     """Parameter count of each model in ``names`` (as built for the dataset's classes and channels)."""
-    from .models import build_model, count_parameters
-
     return pd.DataFrame([{"teacher": n, "teacher_params": count_parameters(build_model(n, num_classes, in_channels))}
                          for n in names])
 
@@ -83,8 +84,6 @@ def subset_noisy_share(configs: Sequence, store, data_root: str | None = None, d
     """``noisy_share`` without training students: each config's kept subset (its method's scores are computed
     once and cached in ``store``) against the corrupted-label mask. One row per requested method and distinct
     subset (at f = 1 every method keeps everything)."""
-    from .study import Study
-
     study = Study(store, device, data_root, progress)
     rows, seen = [], set()
     for cfg in configs:

@@ -27,6 +27,7 @@ import numpy as np
 
 FORMAT_VERSION = 2  # 2: every record has a checksum and (outside NAMED_KINDS) the identity its key hashes
 NAMED_KINDS = frozenset({"alpha_rules"})  # record kinds keyed by a name, not by the hash of a config
+CHECKPOINT_GENERATIONS = 2  # a damaged newest checkpoint falls back to the one before
 
 
 def canonical(obj: Any) -> Any:
@@ -330,3 +331,69 @@ class Store:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+    # --- in-run checkpoints ------------------------------------------------------------------------------------
+    # ``<kind>/<key>.json`` names the last CHECKPOINT_GENERATIONS states (epoch, SHA-256) of an unfinished
+    # computation, each in ``<kind>/<key>.e<epoch>.pt``; every state is saved with tensors and plain values only
+    # and loaded with ``weights_only=True`` after its checksum is verified.
+    def save_checkpoint(self, kind: str, key: str, state: dict, epoch: int, config: Any = None) -> None:
+        """Adds ``state`` (saved after ``epoch`` epochs) as the newest generation of ``key``'s checkpoint."""
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        sha = self.put_blob(kind, key, buf.getvalue(), f".e{int(epoch)}.pt")
+        rec = self.get(kind, key)
+        gens = [g for g in (rec or {}).get("generations", []) if int(g["epoch"]) != int(epoch)]
+        gens = (gens + [{"epoch": int(epoch), "sha256": sha}])[-CHECKPOINT_GENERATIONS:]
+        self.put(kind, key, {"status": "partial", "config": config, "generations": gens})
+        kept = {f"{key}.e{g['epoch']}.pt" for g in gens}
+        for old in self.path(kind, key, ".e*.pt").parent.glob(f"{key}.e*.pt"):
+            if old.name not in kept:
+                old.unlink(missing_ok=True)
+
+    def load_checkpoint(self, kind: str, key: str, map_location: Any = "cpu") -> Optional[dict]:
+        """The newest generation of ``key``'s checkpoint that verifies and loads (``weights_only=True``); a damaged
+        one is quarantined and the previous one tried. None when there is none (the computation starts over)."""
+        rec = self.get(kind, key)
+        for gen in reversed((rec or {}).get("generations", [])):
+            suffix = f".e{int(gen['epoch'])}.pt"
+            data = self.get_blob(kind, key, suffix, str(gen["sha256"]))
+            if data is None:
+                continue
+            try:
+                state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+                if not isinstance(state, dict):
+                    raise ValueError(f"a checkpoint is a dict, got {type(state).__name__}")
+            except Exception as err:  # an unpicklable or foreign payload: never executed, set aside
+                self._quarantine(self.path(kind, key, suffix), f"unloadable checkpoint: {err}")
+                continue
+            return state
+        return None
+
+    def drop_checkpoint(self, kind: str, key: str) -> None:
+        """Removes ``key``'s checkpoint (record first, then every generation's file)."""
+        self.path(kind, key).unlink(missing_ok=True)
+        for old in self.path(kind, key).parent.glob(f"{key}.e*.pt"):
+            old.unlink(missing_ok=True)
+
+    def checkpoint(self, kind: str, key: str, config: Any = None) -> "StoreCheckpoint":
+        """The checkpoint slot of ``key`` under ``checkpoints/<kind>`` (what ``kdlib.train.run_loop`` saves to)."""
+        return StoreCheckpoint(self, f"checkpoints/{kind}", key, config)
+
+
+@dataclasses.dataclass
+class StoreCheckpoint:
+    """A training loop's checkpoint in the store: atomic, checksummed, two generations, ``weights_only`` loads."""
+
+    store: Store
+    kind: str
+    key: str
+    config: Any = None
+
+    def load(self, map_location: Any = "cpu") -> Optional[dict]:
+        return self.store.load_checkpoint(self.kind, self.key, map_location)
+
+    def save(self, state: dict, epoch: int) -> None:
+        self.store.save_checkpoint(self.kind, self.key, state, epoch, self.config)
+
+    def clear(self) -> None:
+        self.store.drop_checkpoint(self.kind, self.key)

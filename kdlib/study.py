@@ -6,6 +6,7 @@ import itertools
 import time
 import traceback
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -19,16 +20,28 @@ from .data import DATASETS, ImageData, load_dataset
 from .distill import KD_LOSSES, make_kd_loss
 from .models import MODELS, build_model
 from .prune import METHODS, ProxyConfig, ScoreContext
-from .records import flatten, load_records  # noqa: F401 (re-exported: kdlib.study.load_records)
+from .registry import Params
+from .records import flatten
 from .store import Store, canonical, config_key
 from .precision import runtime_info
+from .processes import ProcessGroup
+from .seeds import subset_rng, teacher_subset_rng
 from .train import TrainConfig, TrainingDiverged, resolve_device, train
 from .validate import (check_bool, check_config, check_fraction, check_name, check_number, check_positive, check_seed,
                        check_unit_interval, from_plain, normalise, optional)
 from .alpha_rule import check_alpha, resolve_alpha
+from .executors import check_executor, run_once, run_parallel, run_torchrun
+from .lockstep import group_key, run_group
 
 if TYPE_CHECKING:  # pandas is imported where tables are built, so a grid worker never loads it
     import pandas as pd
+
+
+def _check_params(value: Any, parameter: str, owner: Any) -> Params:
+    """Hyperparameter overrides of a method or KD loss (``owner.hyperparameters`` checks names and values)."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{parameter} must be a mapping of hyperparameter names to values, got {value!r}")
+    return Params(owner.hyperparameters(value) if value else {})
 
 
 @dataclass(frozen=True)
@@ -39,7 +52,9 @@ class RunConfig:
     with ``teacher_train``, default the student's recipe); ``label_noise`` is the rate of symmetric label noise
     injected (with seed ``noise_seed``) into the training labels that teacher, scorer and student all see.
     ``alpha_rule`` names the rule that chose ``alpha`` when the grid asked for ``alpha: "auto"``
-    (``kdlib.alpha_rule``); it is provenance only and not part of the run's key.
+    (``kdlib.alpha_rule``); it is provenance only and not part of the run's key. ``method_params`` and
+    ``kd_params`` override hyperparameters the pruning method (and its scorer) and the KD loss declare when they
+    register; the resolved config holds every declared value, so each is part of the run's key.
     """
 
     dataset: str = "digits"
@@ -60,6 +75,8 @@ class RunConfig:
     teacher_train: Optional[TrainConfig] = None
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     alpha_rule: Optional[str] = None
+    method_params: Mapping[str, Any] = field(default_factory=Params)
+    kd_params: Mapping[str, Any] = field(default_factory=Params)
 
     def __post_init__(self) -> None:
         if check_alpha(self.alpha) == "auto":
@@ -84,6 +101,8 @@ class RunConfig:
             "teacher_train": optional(partial(check_config, config=TrainConfig)),
             "proxy": partial(check_config, config=ProxyConfig),
             "alpha_rule": optional(check_name),
+            "method_params": lambda v, n: _check_params(v, n, METHODS.get(self.method)),
+            "kd_params": lambda v, n: _check_params(v, n, KD_LOSSES.get(self.kd_loss)),
         })
         if self.alpha > 0 and self.teacher is None:
             raise ValueError(f"alpha={self.alpha} > 0 needs a teacher; set teacher to one of: {', '.join(MODELS.names())}")
@@ -103,11 +122,16 @@ class RunConfig:
         changes: dict[str, Any] = {"fraction": float(self.fraction), "alpha": float(self.alpha),
                                    "teacher_fraction": float(self.teacher_fraction)}
         if not self.uses_teacher:
-            changes.update(teacher=None, teacher_fraction=1.0, teacher_train=None, tau=4.0, kd_loss="kd")
-        elif self.teacher_train is None:
-            changes["teacher_train"] = self.train
+            changes.update(teacher=None, teacher_fraction=1.0, teacher_train=None, tau=4.0, kd_loss="kd",
+                           kd_params={})
+        else:
+            changes["kd_params"] = KD_LOSSES.get(self.kd_loss).hyperparameters(self.kd_params)
+            if self.teacher_train is None:
+                changes["teacher_train"] = self.train
         if self.fraction == 1.0:
-            changes.update(method="random", class_balanced=False)
+            changes.update(method="random", class_balanced=False, method_params={})
+        else:
+            changes["method_params"] = METHODS.get(self.method).hyperparameters(self.method_params)
         if self.fraction == 1.0 or METHODS.get(self.method).scorer is None:
             changes.update(proxy=ProxyConfig(), score_seed=None)
         elif self.score_seed is None:
@@ -116,14 +140,37 @@ class RunConfig:
 
     def identity(self) -> dict:
         """What the run's key hashes (and its record carries): the resolved config, in canonical form, without
-        provenance fields (``alpha_rule``)."""
+        provenance (``alpha_rule``); hyperparameter fields only when the method or loss declares some, so a run
+        without any keeps its earlier key."""
         d = canonical(self.resolved())
         d.pop("alpha_rule", None)
+        for name in ("method_params", "kd_params"):
+            if not d[name]:
+                d.pop(name)
         return d
 
     def key(self) -> str:
         """The run's store key: the hash of ``identity()``."""
         return config_key(self.identity())
+
+    def teacher_config(self) -> "TeacherConfig":
+        """The teacher this run distils from (``TeacherConfig.of``)."""
+        return TeacherConfig.of(self)
+
+    def score_spec(self) -> Optional["ScoreSpec"]:
+        """The score cache this run selects from, or None (``ScoreSpec.of``)."""
+        return ScoreSpec.of(self)
+
+    def group_key(self) -> str:
+        """What runs must share to train in lockstep (same batches): the identity without the loss and the
+        teacher (``LOSS_FIELDS``), which each student of a group has on its own."""
+        d = self.identity()
+        for name in LOSS_FIELDS:
+            d.pop(name, None)
+        return config_key(d)
+
+
+LOSS_FIELDS = ("alpha", "tau", "kd_loss", "kd_params", "teacher", "teacher_fraction", "teacher_train")
 
 
 @dataclass(frozen=True)
@@ -154,6 +201,45 @@ class TeacherConfig:
         r = run.resolved()
         assert r.teacher is not None and r.teacher_train is not None
         return cls(r.dataset, r.teacher, r.seed, r.teacher_train, r.teacher_fraction, r.label_noise, r.noise_seed)
+
+    def key(self) -> str:
+        """The teacher's store key (under ``teachers/``)."""
+        return config_key(self)
+
+
+@dataclass(frozen=True)
+class ScoreSpec:
+    """A score cache: a scorer (by its declared name, with its hyperparameters) run on a dataset with a proxy
+    recipe, proxy architecture, seed and label noise; shared by every method and fraction that uses it."""
+
+    dataset: str
+    scorer: str
+    proxy: ProxyConfig
+    model: str
+    seed: int
+    label_noise: float
+    noise_seed: int
+    params: Mapping[str, Any] = field(default_factory=Params)
+
+    @classmethod
+    def of(cls, run: RunConfig) -> Optional["ScoreSpec"]:
+        """The scores ``run`` selects from, or None (everything kept, or a method without a scorer)."""
+        r = run.resolved()
+        method = METHODS.get(r.method)
+        if r.fraction == 1.0 or method.scorer is None:
+            return None
+        return cls(r.dataset, method.scorer_key, r.proxy, r.proxy.model or r.model, int(r.score_seed),
+                   r.label_noise, r.noise_seed, Params(method.score_params(r.method_params)))
+
+    def identity(self) -> dict:
+        """What the key hashes (no ``params`` entry for a scorer without hyperparameters: its earlier key)."""
+        d = canonical(self)
+        if not d["params"]:
+            d.pop("params")
+        return d
+
+    def key(self) -> str:
+        return config_key(self.identity())
 
 
 def noisy_labels(labels: torch.Tensor, rate: float, num_classes: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
@@ -204,15 +290,50 @@ def check_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def select_subset(method: str, scores: Mapping[str, np.ndarray], labels: np.ndarray, fraction: float, seed: int,
+                  class_balanced: bool = False, params: Optional[Mapping[str, Any]] = None) -> np.ndarray:
+    """Sorted indices kept by ``method`` (its selector on ``scores``, with its hyperparameters at their defaults
+    or ``params``): exactly round(f*N), drawn from the run's subset stream (``kdlib.seeds.subset_rng``); every
+    index when ``fraction == 1``."""
+    labels = np.asarray(labels)
+    if fraction == 1.0:
+        return np.arange(len(labels), dtype=np.int64)
+    k = subset_size(len(labels), fraction, "fraction")
+    m = METHODS.get(method)
+    idx = m.select(dict(scores), labels, k, subset_rng(seed), class_balanced,
+                   **m.selector_params(m.hyperparameters(params)))
+    if len(idx) != k or len(np.unique(idx)) != k:
+        raise RuntimeError(f"method {method!r} returned {len(np.unique(idx))} distinct indices, expected {k}")
+    return np.sort(np.asarray(idx, dtype=np.int64))
+
+
 class Study:
-    """Runs configs against a store, sharing loaded data, teachers and scores within the process."""
+    """Runs configs against a store, sharing loaded data, teachers and scores within the process.
+
+    Under a DDP ``group`` (``kdlib.processes.ProcessGroup``; every process of the job calls the same methods
+    in the same order) teachers and students train over the group's processes, scores are computed by rank 0
+    alone, and only rank 0 takes store locks and writes; every rank returns the same records.
+    """
 
     def __init__(self, store: Store | str, device: str = "auto", data_root: Optional[str] = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, group: Optional[ProcessGroup] = None) -> None:
         self.store = store if isinstance(store, Store) else Store(store)
-        self.device = check_device(device)
+        self.group = group or ProcessGroup(device=check_device(device))
+        self.device = self.group.device
         self.data_root = data_root
         self.progress = progress
+
+    # --- the process group: rank 0 decides and writes, every rank gets the answer --------------------------
+    def _lock(self, kind: str, key: str):
+        return self.store.lock(kind, key) if self.group.main else nullcontext()
+
+    def _done(self, kind: str, key: str) -> Optional[dict]:
+        return self.group.broadcast(self.store.done(kind, key) if self.group.main else None)
+
+    def _put(self, kind: str, key: str, record: dict) -> dict:
+        if self.group.backend is None:
+            return self.store.put(kind, key, record)
+        return self.group.broadcast(canonical(self.store.put(kind, key, record)) if self.group.main else None)
 
     # --- inputs ---------------------------------------------------------------------------------------------
     def data(self, name: str) -> ImageData:
@@ -223,28 +344,31 @@ class Study:
         return noisy_labels(data.y_train, cfg.label_noise, data.num_classes, cfg.noise_seed)
 
     def scores(self, cfg: RunConfig) -> dict[str, np.ndarray]:
-        """The method's per-sample arrays, computed once per (dataset, scorer, proxy, seed, noise)."""
-        r = cfg.resolved()
-        method = METHODS.get(r.method)
-        if method.scorer is None:
+        """The method's per-sample arrays, computed once per ``ScoreSpec`` (dataset, scorer and its
+        hyperparameters, proxy, seed, noise); under DDP by rank 0 while the others wait, then read by every rank."""
+        spec = ScoreSpec.of(cfg)
+        if spec is None:
             return {}
-        ident = {"dataset": r.dataset, "scorer": method.scorer_key, "proxy": r.proxy,
-                 "model": r.proxy.model or r.model, "seed": r.score_seed, "label_noise": r.label_noise,
-                 "noise_seed": r.noise_seed}
-        key = config_key(ident)
+        if self.group.backend is not None:
+            try:
+                if self.group.main:
+                    Study(self.store, str(self.device), self.data_root, self.progress).scores(cfg)
+            finally:
+                self.group.barrier()
+        key = spec.key()
         with self.store.lock("scores", key):
             rec = self.store.done("scores", key)
             if rec is not None:
                 arrays = self.store.load_arrays("scores", key, rec["sha256"])
                 if arrays is not None:
                     return arrays
-            labels, _ = self.labels(r)
+            labels, _ = self.labels(cfg)
             t0 = time.perf_counter()
-            ctx = ScoreContext(self.data(r.dataset), labels, r.proxy, r.proxy.model or r.model, int(r.score_seed),
-                               str(self.device), self.progress)
-            arrays = {k: np.asarray(v) for k, v in method.scorer(ctx).items()}
+            ctx = ScoreContext(self.data(spec.dataset), labels, spec.proxy, spec.model, spec.seed, str(self.device),
+                               self.progress, dict(spec.params))
+            arrays = {k: np.asarray(v) for k, v in METHODS.get(cfg.method).scorer(ctx).items()}
             sha = self.store.save_arrays("scores", key, arrays)
-            self.store.put("scores", key, {"status": "done", "config": ident, "sha256": sha,
+            self.store.put("scores", key, {"status": "done", "config": spec.identity(), "sha256": sha,
                                            "seconds": time.perf_counter() - t0})
             return arrays
 
@@ -255,39 +379,40 @@ class Study:
         if r.fraction == 1.0:
             return np.arange(data.n_train)
         labels, _ = self.labels(r)
-        rng = np.random.default_rng([r.seed, 7919])
-        k = subset_size(data.n_train, r.fraction, "fraction")
-        idx = METHODS.get(r.method).select(self.scores(r), labels.numpy(), k, rng, r.class_balanced)
-        if len(idx) != k or len(np.unique(idx)) != k:
-            raise RuntimeError(f"method {r.method!r} returned {len(np.unique(idx))} distinct indices, expected {k}")
-        return np.sort(idx)
+        return select_subset(r.method, self.scores(r), labels.numpy(), r.fraction, r.seed, r.class_balanced,
+                             r.method_params)
 
     def teacher(self, cfg: TeacherConfig) -> tuple[torch.nn.Module, dict]:
         """The trained teacher and its record, from the store or trained now (once, under a lock)."""
-        key = config_key(cfg)
+        key = cfg.key()
         data = self.data(cfg.dataset)
-        with self.store.lock("teachers", key):
-            rec = self.store.done("teachers", key)
+        with self._lock("teachers", key):
+            rec = self._done("teachers", key)
             torch.manual_seed(cfg.seed)  # the initial weights must not depend on what ran before in this process
             model = build_model(cfg.model, data.num_classes, data.in_channels)
             if rec is not None:
                 state = self.store.load_state("teachers", key, rec["sha256"])
-                if state is not None:
+                if self.group.broadcast(state is not None):
                     model.load_state_dict(state)
                     return model.eval(), rec
             labels, _ = self.labels(cfg)
             torch.manual_seed(cfg.seed)
             idx = None
             if cfg.fraction < 1.0:
-                rng = np.random.default_rng([cfg.seed, 104729])
+                rng = teacher_subset_rng(cfg.seed)
                 idx = np.sort(rng.choice(data.n_train, size=subset_size(data.n_train, cfg.fraction, "teacher_fraction"),
                                          replace=False))
-            result = train(model, data, cfg.train, indices=idx, labels=labels, seed=cfg.seed, device=self.device,
-                           progress=self.progress, desc=f"teacher {cfg.model}")
-            sha = self.store.save_state("teachers", key, {k: v.cpu() for k, v in model.state_dict().items()})
-            rec = self.store.put("teachers", key, {"status": "done", "config": cfg, "sha256": sha,
-                                                   "result": result.to_dict(),
-                                                   "runtime": runtime_info(self.device, cfg.train.precision)})
+            slot = self.store.checkpoint("teachers", key, cfg)
+            result = train(model, data, cfg.train, indices=idx, labels=labels, seed=cfg.seed, progress=self.progress,
+                           desc=f"teacher {cfg.model}", checkpoint=slot, group=self.group)
+            sha = None
+            if self.group.main:
+                sha = self.store.save_state("teachers", key, {k: v.cpu() for k, v in model.state_dict().items()})
+            rec = self._put("teachers", key, {"status": "done", "config": cfg, "sha256": sha,
+                                              "result": result.to_dict(),
+                                              "runtime": runtime_info(self.device, cfg.train.precision)})
+            if self.group.main:
+                slot.clear()
             return model.eval(), rec
 
     # --- runs ---------------------------------------------------------------------------------------------
@@ -297,9 +422,10 @@ class Study:
         record with the error and a short traceback summary, so a grid goes on; a Ctrl-C is not caught."""
         r = cfg.resolved()
         key = r.key()
-        rec = self.store.done("runs", key)
+        rec = self._done("runs", key)
         if rec is not None:
             return rec
+        slot = self.store.checkpoint("runs", key, r)  # an interrupted run resumes from its last epoch
         try:
             data = self.data(r.dataset)
             indices = self.subset(r)
@@ -310,16 +436,19 @@ class Study:
             torch.manual_seed(r.seed)
             model = build_model(r.model, data.num_classes, data.in_channels)
             result = train(model, data, r.train, indices=indices, labels=labels,
-                           loss_fn=make_kd_loss(r.kd_loss, r.alpha, r.tau), teacher=teacher, seed=r.seed,
-                           device=self.device, progress=self.progress,
-                           desc=f"{r.method} f={r.fraction:g} a={r.alpha:g} s={r.seed}")
+                           loss_fn=make_kd_loss(r.kd_loss, r.alpha, r.tau, r.kd_params), teacher=teacher, seed=r.seed,
+                           progress=self.progress, desc=f"{r.method} f={r.fraction:g} a={r.alpha:g} s={r.seed}",
+                           checkpoint=slot, group=self.group)
         except TrainingDiverged as err:
-            return self.store.put("runs", key, {"status": "failed", "config": r, "error": str(err)})
+            rec = self._put("runs", key, {"status": "failed", "config": r, "error": str(err)})
         except Exception as err:  # noqa: BLE001 - one bad run must not stop the grid; the record says what failed
-            return self.store.put("runs", key, {"status": "failed", "config": r,
-                                                "error": f"{type(err).__name__}: {err}",
-                                                "traceback": error_summary(err)})
-        return self.store.put("runs", key, self.run_record(r, result, data, indices, noisy, teacher_rec))
+            rec = self._put("runs", key, {"status": "failed", "config": r, "error": f"{type(err).__name__}: {err}",
+                                          "traceback": error_summary(err)})
+        else:
+            rec = self._put("runs", key, self.run_record(r, result, data, indices, noisy, teacher_rec))
+        if self.group.main:
+            slot.clear()  # only once the record is written
+        return rec
 
     def run_record(self, r: RunConfig, result: Any, data: ImageData, indices: np.ndarray, noisy: np.ndarray,
                    teacher_rec: Optional[dict]) -> dict:
@@ -329,12 +458,13 @@ class Study:
             "n_full": int(data.n_train), "noisy_kept": int(noisy[indices].sum()),
             "teacher_acc": None if teacher_rec is None else teacher_rec["result"]["final_acc"],
             "teacher_key": None if teacher_rec is None else teacher_rec["key"],
-            "device": str(self.device), "torch": torch.__version__,
+            "device": str(self.device), "torch": torch.__version__, "world_size": self.group.world,
             "runtime": runtime_info(self.device, r.train.precision),
         }
 
 
 GRID_AXES = tuple(RunConfig.__dataclass_fields__)
+RUN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig) if f.default is not dataclasses.MISSING}
 GRID_WARN = 10_000  # expand_grid warns above this many configs (each one a training run)
 
 
@@ -380,7 +510,8 @@ def expand_grid(base: RunConfig | Mapping[str, Any], axes: Mapping[str, Iterable
                       f"each a training run; check the axes", stacklevel=2)
     configs = []
     for values in itertools.product(*(axes[n] for n in names)):
-        configs.append(RunConfig.from_dict(resolve_alpha({**base_dict, **dict(zip(names, values))}, store)))
+        configs.append(RunConfig.from_dict(resolve_alpha({**base_dict, **dict(zip(names, values))}, store,
+                                                         RUN_DEFAULTS)))
     return configs
 
 
@@ -432,7 +563,7 @@ def preflight(configs: Sequence[RunConfig], store: Store | str, device: str = "a
 def run_grid(configs: Sequence[RunConfig], store: Store | str, device: str = "auto",
              data_root: Optional[str] = None, progress: bool = True, executor: str = "local",
              workers: Optional[int] = None, address: Optional[str] = None, num_cpus: float = 1,
-             num_gpus: float = 0, lockstep: bool | int = False) -> pd.DataFrame:
+             num_gpus: float = 0, lockstep: bool | int = False, nproc: int = 1) -> pd.DataFrame:
     """Runs every config (finished ones are read, not recomputed) and returns one row per requested config.
 
     Configs run in an order that trains each teacher and scores each method once. A run that fails (its loss
@@ -440,16 +571,15 @@ def run_grid(configs: Sequence[RunConfig], store: Store | str, device: str = "au
     that would fail every run (a store that is a file or not writable, a missing dataset, a device this machine
     lacks) are raised before anything trains (``preflight``). A Ctrl-C stops the grid with every finished record
     kept.
-    ``executor`` is 'local' (this process), 'processes' (a pool of ``workers`` processes) or 'ray' (one Ray task
-    per run asking ``num_cpus``/``num_gpus``, on the cluster at ``address`` or a local instance): see
-    ``kdlib.executors``. Every executor writes the same records to the same store.
+    ``executor`` is 'local' (this process), 'processes' (a pool of ``workers`` processes), 'ray' (one Ray task
+    per run asking ``num_cpus``/``num_gpus``, on the cluster at ``address`` or a local instance) or 'torchrun'
+    (every run trained with DDP over ``nproc`` processes, ``kdlib.distributed``): see ``kdlib.executors``.
+    Every executor writes the same records to the same store; ``workers`` and ``nproc`` are not part of any key.
     ``lockstep`` (local executor only): pending runs that differ only in alpha (tau, KD loss, teacher) train
     together, up to 8 per group (or ``lockstep`` when an int), sharing batches and teacher forwards
     (``kdlib.lockstep``); same records, equal up to float rounding.
     """
     import pandas as pd
-
-    from .executors import check_executor, run_once, run_parallel
 
     check_executor(executor)
     store = preflight(configs, store, device if executor != "ray" else "cpu", data_root,
@@ -459,8 +589,11 @@ def run_grid(configs: Sequence[RunConfig], store: Store | str, device: str = "au
     if executor != "local":
         if lockstep:
             raise ValueError(f"lockstep=True runs in the local executor, not executor={executor!r}")
+        if executor == "torchrun":  # one DDP job of nproc processes over the runs, in order
+            recs = run_torchrun(configs, store, nproc, progress, device)
+            return pd.DataFrame([flatten(rec, cfg) for rec, cfg in zip(recs, configs)])
         recs = run_parallel(configs, store, device, data_root, progress, executor, workers, address, num_cpus,
-                            num_gpus)
+                            num_gpus, study_class=Study)
         return pd.DataFrame([flatten(rec, cfg) for rec, cfg in zip(recs, configs)])
     study = Study(store, device, data_root, progress)
     todo = sorted(range(len(configs)), key=lambda i: (configs[i].dataset, configs[i].seed, configs[i].method))
@@ -478,8 +611,6 @@ def _run_grid_lockstep(study: Study, configs: Sequence[RunConfig], todo: list[in
     """``run_grid(lockstep=...)``: pending runs grouped by ``kdlib.lockstep.group_key`` (in ``todo`` order, at
     most ``max_group`` distinct runs per group), each group trained by ``kdlib.lockstep.run_group``."""
     import pandas as pd
-
-    from .lockstep import group_key, run_group
 
     check_positive(max_group, "lockstep", integer=True)
     groups: dict[str, list[int]] = {}
@@ -499,3 +630,27 @@ def _run_grid_lockstep(study: Study, configs: Sequence[RunConfig], todo: list[in
                         records[i] = rec
                 bar.update(sum(len(c) for c in chunk))
     return pd.DataFrame([flatten(records[i], configs[i]) for i in range(len(configs))])
+
+
+def current(record: dict) -> bool:
+    """Whether a run record is still its config's record under today's keys. A record written before a change
+    of what a key holds (say, a pruning method that now declares a hyperparameter) is not: it is never served
+    for a run (its key is no longer asked for) and ``load_records`` leaves it out."""
+    try:
+        return RunConfig.from_dict(record["config"]).key() == record["key"]
+    except (ValueError, TypeError, KeyError):
+        return False
+
+
+def load_records(store: Store | str) -> pd.DataFrame:
+    """Every current run record in the store as a table (one row per distinct run); records made under other
+    keys by an earlier kdlib are left out with a warning saying how many."""
+    import pandas as pd
+
+    store = store if isinstance(store, Store) else Store(store)
+    records = store.records("runs")
+    kept = [rec for rec in records if current(rec)]
+    if len(kept) < len(records):
+        warnings.warn(f"{len(records) - len(kept)} run record(s) in {store.root} were written under keys that "
+                      f"no longer name their config (an earlier kdlib); they are left out", stacklevel=2)
+    return pd.DataFrame([flatten(rec) for rec in kept])

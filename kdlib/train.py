@@ -1,26 +1,35 @@
-"""One training loop for teachers, students and pruning proxies.
+"""The one training loop of kdlib and its parts, for teachers, students, pruning proxies, lockstep and DDP runs.
 
-Data stay in memory as uint8 tensors on the training device; each batch is gathered, augmented and normalised
-as a whole (``kdlib.augment``), so there is no DataLoader, no PIL and no worker process.
+``run_loop`` owns the schedule, the epoch's losses, divergence detection, evaluation, ``epoch_hook`` and
+checkpoint/resume; what varies is plugged in: a *batch source* (``MemoryBatches``: in-memory uint8 tensors
+gathered, augmented and normalised as whole batches on the device, optionally sharded over DDP processes;
+``kdlib.distributed`` adds a DataLoader over an image folder) and a *step* (``ModelSteps``: one model, or K models
+in lockstep, each with its optimiser and loss scaler, teachers as BatchNorm-folded inference copies;
+``kdlib.lockstep.StackedSteps``: K models as one wide network). ``train`` is the single-model case.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from functools import partial
-from typing import Callable, Iterable, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from .augment import augment
 from .data import ImageData
 from .precision import PRECISIONS, needs_loss_scaler, resolve_precision
+from .processes import ProcessGroup
+from .seeds import epoch_generator
 from .validate import check_bool, check_choice, check_fields, check_number, check_positive, normalise
 
 SCHEDULES = ("step", "cosine", "onecycle", "constant")
@@ -143,25 +152,6 @@ def make_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
     return torch.amp.GradScaler("cuda", enabled=needs_loss_scaler(precision, device))
 
 
-def kd_step(model: nn.Module, teacher: Optional[nn.Module], x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn,
-            optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, device: torch.device,
-            precision: str) -> torch.Tensor:
-    """One optimiser step on a batch: the teacher's forward (when given, without gradients), the student's, the
-    loss, backward and the update; returns the detached loss."""
-    with autocast_context(device, precision):
-        t_logits = None
-        if teacher is not None:
-            with torch.no_grad():
-                t_logits = teacher(x)
-        s_logits = model(x)
-    loss = loss_fn(s_logits, t_logits, y)
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    return loss.detach()
-
-
 def total_steps(cfg: TrainConfig, n_subset: int, n_full: int,
                 steps_per_epoch: Optional[int] = None) -> tuple[int, int]:
     """(epochs over the subset, optimiser steps) under the recipe's budget rule and ``min_steps`` floor.
@@ -277,7 +267,342 @@ def training_tensors(data: ImageData, indices: Optional[Sequence[int] | np.ndarr
 
 
 LossFn = Callable[[torch.Tensor, Optional[torch.Tensor], torch.Tensor], torch.Tensor]
-EpochHook = Callable[[int, nn.Module], None]
+EpochHook = Callable[[int, Any], None]
+
+
+def diverged_message(desc: str, loss: float, epoch: int, lr: float) -> str:
+    """The one wording of a diverged run (``epoch`` is 1-based)."""
+    return f"{desc}: loss became {loss} in epoch {epoch} (lr={lr}); stopping"
+
+
+def cross_entropy_loss(s: torch.Tensor, t: Optional[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+    """The default loss: plain cross-entropy in fp32 (the teacher's logits are ignored)."""
+    return F.cross_entropy(s.float(), y)
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+class CheckpointSlot(Protocol):
+    """Where the loop keeps its state between epochs: tensors and plain values only (``weights_only`` loads)."""
+
+    def load(self, map_location: Any) -> Optional[dict]: ...
+
+    def save(self, state: dict, epoch: int) -> None: ...
+
+    def clear(self) -> None: ...
+
+
+@dataclass
+class FileCheckpoint:
+    """A checkpoint in one file, replaced atomically each epoch and loaded with ``weights_only=True``."""
+
+    path: Path
+
+    def load(self, map_location: Any) -> Optional[dict]:
+        path = Path(self.path)
+        return torch.load(path, map_location=map_location, weights_only=True) if path.exists() else None
+
+    def save(self, state: dict, epoch: int) -> None:
+        tmp = Path(self.path).with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.path)
+
+    def clear(self) -> None:
+        Path(self.path).unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------------------------- batch sources
+class BatchSource(Protocol):
+    """Where a loop's batches come from: ``epoch(e)`` yields (normalised x, y, images in the global batch);
+    ``evaluate`` scores a model on the test split; ``mean_losses`` turns this process's per-student loss sums
+    into epoch means (summed over processes under DDP)."""
+
+    n_kept: int
+    n_full: int
+    steps_per_epoch: Optional[int]
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]: ...
+
+    def evaluate(self, model: nn.Module, precision: str) -> float: ...
+
+    def mean_losses(self, loss_sum: torch.Tensor, n_batches: int) -> list[float]: ...
+
+
+class MemoryBatches:
+    """Batches of an in-memory ``ImageData``: the kept rows shuffled, augmented and normalised as whole batches
+    on the device (``kdlib.augment``), from a generator seeded per epoch (``kdlib.seeds.epoch_generator``).
+
+    With ``world > 1`` (DDP) every process draws the same global batch and keeps rows ``rank::world``, so the
+    processes together see exactly the batches one process would, and batches too small to share are skipped.
+    """
+
+    def __init__(self, data: ImageData, cfg: TrainConfig, seed: int, device: torch.device,
+                 indices: Optional[Sequence[int] | np.ndarray] = None, labels: Optional[torch.Tensor] = None,
+                 rank: int = 0, world: int = 1) -> None:
+        if world > 1 and cfg.batch_size % world:
+            raise ValueError(f"batch_size {cfg.batch_size} (total over processes) is not divisible by the "
+                             f"{world} processes")
+        self.data, self.cfg, self.seed, self.device, self.rank, self.world = data, cfg, seed, device, rank, world
+        self.idx, self.x_train, self.y_train = training_tensors(data, indices, labels, device)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.n_kept, self.n_full = len(self.idx), data.n_train
+        self.per_rank = cfg.batch_size // world
+        self.steps_per_epoch = None  # ceil(n_kept / batch_size), the budget rule's default
+        if world > 1:
+            gen = epoch_generator(seed, 0, device)
+            self.steps_per_epoch = sum(len(b) >= world for b in epoch_batches(self.idx, cfg.batch_size, gen))
+            if self.steps_per_epoch < 1:
+                raise ValueError(f"{self.n_kept} kept samples are fewer than one batch over {world} processes")
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+        gen = epoch_generator(self.seed, epoch, self.device)
+        data = self.data
+        for batch in epoch_batches(self.idx, self.cfg.batch_size, gen):
+            if len(batch) < self.world:
+                continue
+            xb = self.x_train[batch]
+            if self.cfg.augment:
+                xb = augment(xb, data.crop_padding, data.flip, gen)
+            yb = self.y_train[batch]
+            if self.world > 1:
+                xb, yb = xb[self.rank::self.world], yb[self.rank::self.world]
+            yield data.normalize(xb).contiguous(memory_format=self.memory_format), yb, len(batch)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, precision: str) -> float:
+        if self.world == 1:
+            return evaluate(model, self.data, self.device, precision, self.cfg.channels_last)
+        for b in model.buffers():  # BatchNorm statistics are per process: rank 0's are the model's
+            torch.distributed.broadcast(b, 0)
+        rows = torch.arange(self.rank, len(self.data.y_test), self.world)
+        logits = predict_logits(model, _rows_of_test(self.data, rows), "test", device=self.device,
+                                precision=precision, channels_last=self.cfg.channels_last)
+        counts = torch.tensor([(logits.argmax(1) == self.data.y_test[rows]).sum().item(), len(rows)],
+                              dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(counts)
+        return 100.0 * float(counts[0] / counts[1].clamp_min(1))
+
+    def mean_losses(self, loss_sum: torch.Tensor, n_batches: int) -> list[float]:
+        return mean_losses(loss_sum, n_batches, self.world)
+
+
+def _rows_of_test(data: ImageData, rows: torch.Tensor) -> ImageData:
+    """``data`` with only the test rows ``rows`` (a view for sharded evaluation)."""
+    return dataclasses.replace(data, x_test=data.x_test[rows], y_test=data.y_test[rows])
+
+
+def mean_losses(loss_sum: torch.Tensor, n_batches: int, world: int = 1) -> list[float]:
+    """Epoch means of per-student loss sums; under DDP the sums and counts of every process are added first."""
+    if world == 1:
+        return (loss_sum / max(1, n_batches)).tolist()
+    both = torch.cat([loss_sum.double(), torch.tensor([float(n_batches)], dtype=torch.float64,
+                                                      device=loss_sum.device)])
+    torch.distributed.all_reduce(both)
+    return (both[:-1] / both[-1].clamp_min(1)).tolist()
+
+
+# ----------------------------------------------------------------------------------------------- steps
+class Step(Protocol):
+    """How one optimiser step is taken on a batch for K students (K = 1 for a single run)."""
+
+    k: int
+    models: list[nn.Module]
+
+    def set_lr(self, lr: float) -> None: ...
+
+    def step(self, xb: torch.Tensor, yb: torch.Tensor, active: list[int]) -> Iterable[tuple[int, torch.Tensor]]: ...
+
+    def evaluate(self, source: BatchSource, active: list[int]) -> list[float]: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Teachers:
+    """The distinct teachers of K students as forward-only inference copies (BatchNorm folded), each run once a
+    batch; ``slot[i]`` is student i's teacher (None without one)."""
+
+    def __init__(self, teachers: Sequence[Optional[nn.Module]], device: torch.device,
+                 memory_format: torch.memory_format) -> None:
+        distinct: list[nn.Module] = []
+        for t in teachers:
+            if t is not None and all(t is not d for d in distinct):
+                distinct.append(t)
+        self.slot = [None if t is None else next(i for i, d in enumerate(distinct) if d is t) for t in teachers]
+        self.models = [inference_copy(t.to(device=device, memory_format=memory_format), memory_format)
+                       for t in distinct]
+
+    def logits(self, xb: torch.Tensor, device: torch.device, precision: str) -> list[torch.Tensor]:
+        if not self.models:
+            return []
+        with autocast_context(device, precision), torch.no_grad():
+            return [t(xb) for t in self.models]
+
+    def of(self, i: int, logits: list[torch.Tensor]) -> Optional[torch.Tensor]:
+        return None if self.slot[i] is None else logits[self.slot[i]]
+
+
+class ModelSteps:
+    """K models, each with its own optimiser and loss scaler, stepped one after another on each batch (in this
+    thread, or spread over ``threads`` worker threads running one-core ops). ``nets`` are the modules that run
+    the forward pass: ``wrap(model)`` (a DDP wrapper that all-reduces the gradients; default the model itself)."""
+
+    def __init__(self, models: Sequence[nn.Module], loss_fns: Sequence[Optional[LossFn]],
+                 teachers: Sequence[Optional[nn.Module]], cfg: TrainConfig, device: torch.device, threads: int = 1,
+                 wrap: Optional[Callable[[nn.Module], nn.Module]] = None) -> None:
+        self.k, self.models, self.cfg, self.device = len(models), list(models), cfg, device
+        if len(loss_fns) != self.k:
+            raise ValueError(f"need one loss_fn per model: {len(loss_fns)} for {self.k} models")
+        if len(teachers) != self.k:
+            raise ValueError(f"need one teacher (or None) per model: {len(teachers)} for {self.k} models")
+        memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        for m in self.models:
+            m.to(device=device, memory_format=memory_format).train()
+        self.nets = [wrap(m) for m in self.models] if wrap is not None else self.models
+        self.loss_fns = [fn or cross_entropy_loss for fn in loss_fns]
+        self.teachers = Teachers(teachers, device, memory_format)
+        self.optimizers = [make_optimizer(m, cfg) for m in self.models]
+        self.scalers = [make_scaler(device, cfg.precision) for _ in self.models]
+        self.threads = max(1, min(int(threads), self.k))
+        self.pool = None
+        if self.threads > 1:  # each worker runs its students' ops on one core: better than 2-thread small ops
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.outer_threads = torch.get_num_threads()
+            self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="lockstep",
+                                           initializer=torch.set_num_threads, initargs=(1,))
+
+    def set_lr(self, lr: float) -> None:
+        for opt in self.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = lr
+
+    def step(self, xb: torch.Tensor, yb: torch.Tensor, active: list[int]) -> Iterable[tuple[int, torch.Tensor]]:
+        t_logits = self.teachers.logits(xb, self.device, self.cfg.precision)
+
+        def one(i: int) -> torch.Tensor:
+            with autocast_context(self.device, self.cfg.precision):  # autocast state is per thread
+                s_logits = self.nets[i](xb)
+            loss = self.loss_fns[i](s_logits, self.teachers.of(i, t_logits), yb)
+            self.optimizers[i].zero_grad(set_to_none=True)
+            scaler = self.scalers[i]
+            scaler.scale(loss).backward()
+            scaler.step(self.optimizers[i])
+            scaler.update()
+            return loss.detach()
+
+        return zip(active, self.pool.map(one, active) if self.pool else map(one, active))
+
+    def evaluate(self, source: BatchSource, active: list[int]) -> list[float]:
+        return [source.evaluate(m, self.cfg.precision) if i in active else float("nan")
+                for i, m in enumerate(self.models)]
+
+    def state_dict(self) -> dict:
+        return {"models": [m.state_dict() for m in self.models],
+                "optimizers": [o.state_dict() for o in self.optimizers],
+                "scalers": [s.state_dict() for s in self.scalers]}
+
+    def load_state_dict(self, state: dict) -> None:
+        for m, o, s, ms, os_, ss in zip(self.models, self.optimizers, self.scalers, state["models"],
+                                        state["optimizers"], state["scalers"]):
+            m.load_state_dict(ms)
+            o.load_state_dict(os_)
+            if ss:
+                s.load_state_dict(ss)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+            torch.set_num_threads(self.outer_threads)  # the workers lowered torch's default for new threads
+            self.pool = None
+
+
+# ----------------------------------------------------------------------------------------------- the loop
+def run_loop(step: Step, source: BatchSource, cfg: TrainConfig, *, evaluate_test: bool = True,
+             epoch_hook: Optional[EpochHook] = None, checkpoint: Optional[CheckpointSlot] = None,
+             on_diverge: str = "raise", desc: str = "train", progress: bool = True, main: bool = True,
+             device: torch.device = torch.device("cpu")) -> list[TrainResult]:
+    """Trains the step's K students for the recipe's budget on the source's batches; one result per student.
+
+    Each epoch: the learning rate of the schedule, one step per batch, the epoch's mean losses, divergence
+    detection, evaluation every ``cfg.eval_every`` epochs (and after the last), ``epoch_hook(epoch, model)``
+    (``model`` is the list of models when K > 1) and the checkpoint (``main`` process only). A student whose
+    loss becomes NaN/inf raises ``TrainingDiverged`` (``on_diverge='raise'``), or with ``'keep'`` stops while
+    the others go on (NaN ``final_acc``, ``extra['diverged']``). A checkpoint found at the start is resumed.
+    """
+    check_choice(on_diverge, "on_diverge", ("raise", "keep"))
+    wall0 = time.perf_counter()
+    k = step.k
+    n_epochs, n_steps = total_steps(cfg, source.n_kept, source.n_full, source.steps_per_epoch)
+    state: dict[str, Any] = {"epoch": 0, "step": 0, "curves": [[] for _ in range(k)],
+                             "losses": [[] for _ in range(k)], "diverged": [None] * k, "train_seconds": 0.0,
+                             "eval_seconds": 0.0, "images": 0}
+    saved = checkpoint.load(device) if checkpoint is not None else None
+    if saved is not None:
+        step.load_state_dict(saved["step"])
+        state = saved["state"]
+    hook_model = (lambda: step.models[0]) if k == 1 else (lambda: step.models)
+    bar = tqdm(total=n_epochs, initial=state["epoch"], desc=desc, disable=not (progress and main), leave=False)
+    try:
+        for epoch in range(state["epoch"], n_epochs):
+            t0 = time.perf_counter()
+            loss_sum = torch.zeros(k, device=device)
+            n_batches = 0
+            active = [i for i in range(k) if state["diverged"][i] is None]
+            for xb, yb, n_images in source.epoch(epoch):
+                if state["step"] >= n_steps:
+                    break
+                step.set_lr(cfg.lr * lr_factor(cfg, state["step"], n_steps))
+                for i, loss in step.step(xb, yb, active):
+                    loss_sum[i] += loss
+                n_batches += 1
+                state["step"] += 1
+                state["images"] += n_images
+            means = source.mean_losses(loss_sum, n_batches)
+            state["train_seconds"] += time.perf_counter() - t0
+            for i in active:
+                if not math.isfinite(means[i]):
+                    msg = diverged_message(desc if k == 1 else f"{desc}[{i}]", means[i], epoch + 1, cfg.lr)
+                    if on_diverge == "raise":
+                        raise TrainingDiverged(msg)
+                    state["diverged"][i] = msg
+                else:
+                    state["losses"][i].append(means[i])
+            state["epoch"] = epoch + 1
+            active = [i for i in range(k) if state["diverged"][i] is None]
+            if evaluate_test and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == n_epochs):
+                t1 = time.perf_counter()
+                accs = step.evaluate(source, active)
+                state["eval_seconds"] += time.perf_counter() - t1
+                for i in active:
+                    state["curves"][i].append((epoch + 1, float(accs[i])))
+                bar.set_postfix(loss=" ".join(f"{means[i]:.3f}" for i in active),
+                                acc=" ".join(f"{accs[i]:.2f}" for i in active))
+            if epoch_hook is not None:
+                epoch_hook(epoch + 1, hook_model())
+            if checkpoint is not None and main:
+                checkpoint.save({"step": step.state_dict(), "state": state}, epoch + 1)
+            bar.update(1)
+            if not active:
+                break
+    finally:
+        bar.close()
+        step.close()
+    wall = time.perf_counter() - wall0
+    results = []
+    for i in range(k):
+        curve = [(int(e), float(a)) for e, a in state["curves"][i]]
+        diverged = state["diverged"][i]
+        best_epoch, best_acc = max(curve, key=lambda c: c[1]) if curve else (0, float("nan"))
+        results.append(TrainResult(
+            final_acc=curve[-1][1] if curve and diverged is None else float("nan"), best_acc=best_acc,
+            best_epoch=best_epoch, curve=curve, losses=list(state["losses"][i]), epochs=n_epochs,
+            steps=state["step"], train_seconds=state["train_seconds"] / k, wall_seconds=wall / k,
+            images_per_sec=state["images"] * k / max(1e-9, state["train_seconds"]),
+            extra={} if diverged is None else {"diverged": diverged}))
+    return results
 
 
 def train(
@@ -295,89 +620,28 @@ def train(
     desc: str = "train",
     evaluate_test: bool = True,
     epoch_hook: Optional[EpochHook] = None,
-    checkpoint: Optional[Path] = None,
+    checkpoint: Optional[Path | CheckpointSlot] = None,
+    group: Optional[ProcessGroup] = None,
 ) -> TrainResult:
     """Trains ``model`` in place on ``data`` (rows ``indices``, default all) and returns what it measured.
 
-    ``loss_fn(student_logits, teacher_logits, y)`` defaults to cross-entropy; the teacher's forward pass runs
-    on the same augmented batch only when ``teacher`` is given. ``labels`` overrides ``data.y_train`` (label
-    noise). ``epoch_hook(epoch, model)`` runs after each epoch (proxy scoring). ``checkpoint`` is a file where
-    the loop saves its state each epoch and from which an interrupted run resumes.
+    ``loss_fn(student_logits, teacher_logits, y)`` defaults to cross-entropy; the teacher (an inference copy,
+    BatchNorm folded) runs on the same augmented batch only when given. ``labels`` overrides ``data.y_train``
+    (label noise). ``epoch_hook(epoch, model)`` runs after each epoch (proxy scoring). ``checkpoint`` (a file,
+    or a slot such as ``kdlib.study``'s store checkpoint) is saved each epoch and resumed from when present; a
+    file is removed at the end, a slot is cleared by its owner once the result is recorded. Under a DDP
+    ``group`` (``kdlib.processes``) each process takes its share of every batch, the model is wrapped so that
+    gradients are all-reduced, and only rank 0 saves checkpoints; ``device`` is then the group's.
     """
-    from .distill import kd_loss  # local import keeps the module graph acyclic
-
-    wall0 = time.perf_counter()
-    device = resolve_device(device)
-    loss_fn = loss_fn or (lambda s, t, y: kd_loss(s, t, y, 0.0))
-    idx, x_train, y_train = training_tensors(data, indices, labels, device)
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model.to(device=device, memory_format=memory_format).train()
-    if teacher is not None:  # BatchNorm folded into the convolutions: a cheaper teacher forward, same outputs
-        teacher = inference_copy(teacher.to(device=device, memory_format=memory_format), memory_format)
-    optimizer = make_optimizer(model, cfg)
-    scaler = make_scaler(device, cfg.precision)
-    n_epochs, n_steps = total_steps(cfg, len(idx), data.n_train)
-
-    state = {"epoch": 0, "step": 0, "curve": [], "losses": [], "train_seconds": 0.0, "images": 0}
-    if checkpoint is not None and Path(checkpoint).exists():
-        saved = torch.load(checkpoint, map_location=device, weights_only=False)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        if "scaler" in saved:  # the fp16 loss scale goes on from where it was, as in the DDP loop
-            scaler.load_state_dict(saved["scaler"])
-        state = saved["state"]
-
-    bar = tqdm(total=n_epochs, initial=state["epoch"], desc=desc, disable=not progress, leave=False)
-    for epoch in range(state["epoch"], n_epochs):
-        gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
-        t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        n_batches = 0
-        for batch in epoch_batches(idx, cfg.batch_size, gen):
-            step = state["step"]
-            if step >= n_steps:
-                break
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * lr_factor(cfg, step, n_steps)
-            xb = x_train[batch]
-            if cfg.augment:
-                xb = augment(xb, data.crop_padding, data.flip, gen)
-            xb = data.normalize(xb).contiguous(memory_format=memory_format)
-            yb = y_train[batch]
-            loss_sum += kd_step(model, teacher, xb, yb, loss_fn, optimizer, scaler, device, cfg.precision)
-            n_batches += 1
-            state["step"] = step + 1
-            state["images"] += len(batch)
-        mean_loss = (loss_sum / max(1, n_batches)).item()
-        state["train_seconds"] += time.perf_counter() - t0
-        if not math.isfinite(mean_loss):
-            bar.close()
-            raise TrainingDiverged(f"{desc}: loss became {mean_loss} in epoch {epoch + 1} (lr={cfg.lr}); stopping")
-        state["losses"].append(mean_loss)
-        state["epoch"] = epoch + 1
-        last = epoch + 1 == n_epochs
-        if evaluate_test and ((epoch + 1) % cfg.eval_every == 0 or last):
-            acc = evaluate(model, data, device, cfg.precision, cfg.channels_last)
-            state["curve"].append((epoch + 1, acc))
-            bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{acc:.2f}")
-        if epoch_hook is not None:
-            epoch_hook(epoch + 1, model)
-        if checkpoint is not None and not last:
-            tmp = Path(checkpoint).with_suffix(".tmp")
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scaler": scaler.state_dict(), "state": state}, tmp)
-            tmp.replace(checkpoint)
-        bar.update(1)
-    bar.close()
-    if checkpoint is not None and Path(checkpoint).exists():
-        Path(checkpoint).unlink()
-
-    curve = [(int(e), float(a)) for e, a in state["curve"]]
-    final_acc = curve[-1][1] if curve else float("nan")
-    best_epoch, best_acc = max(curve, key=lambda c: c[1]) if curve else (0, float("nan"))
-    return TrainResult(
-        final_acc=final_acc, best_acc=best_acc, best_epoch=best_epoch, curve=curve, losses=state["losses"],
-        epochs=n_epochs, steps=state["step"], train_seconds=state["train_seconds"],
-        wall_seconds=time.perf_counter() - wall0,
-        images_per_sec=state["images"] / max(1e-9, state["train_seconds"]),
-    )
+    group = group or ProcessGroup(device=resolve_device(device))
+    device = group.device
+    slot = FileCheckpoint(Path(checkpoint)) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
+    source = MemoryBatches(data, cfg, seed, device, indices, labels, group.rank, group.world)
+    step = ModelSteps([model], [loss_fn], [teacher], cfg, device, wrap=group.wrap)
+    (result,) = run_loop(step, source, cfg, evaluate_test=evaluate_test, epoch_hook=epoch_hook, checkpoint=slot,
+                         desc=desc, progress=progress, main=group.main, device=device)
+    if group.world > 1:
+        result.extra.update(world_size=group.world, per_rank_batch=source.per_rank)
+    if slot is not None and slot is not checkpoint:
+        slot.clear()
+    return result

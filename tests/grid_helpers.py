@@ -26,3 +26,8 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# A KD run of 4 epochs in fp32 (tests/test_resume.py kills it in its third epoch and resumes it).
+RESUME_CONFIG = tiny_config(fraction=0.5, alpha=0.5, train=TrainConfig(epochs=4, batch_size=64, lr=0.05,
+                                                                       schedule="cosine", precision="fp32"))

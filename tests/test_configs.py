@@ -32,6 +32,7 @@ FIELDS = {
         "score_seed": ("1", -1), "class_balanced": ("no", None), "teacher_fraction": ("0.2", 1.5),
         "label_noise": ("0.1", 1.0), "noise_seed": ("0", -1), "train": (5, {"lr": -1}),
         "teacher_train": (5, {"epochs": 0}), "proxy": (5, {"n_models": 0}), "alpha_rule": (5, ""),
+        "method_params": (5, {"strata": 1}), "kd_params": ("beta", {"beta": 1.0}),
     }),
     TeacherConfig: ({"dataset": "digits", "model": "convnet_small", "seed": 0, "train": TrainConfig(epochs=1)}, {
         "dataset": (5, "mnist"), "model": (5, "vgg16"), "seed": ("0", -1), "train": (5, {"epochs": 0}),

@@ -188,7 +188,7 @@ def scored_method(monkeypatch):
         return {"score": ctx.data.x_train.float().sum((1, 2, 3)).numpy()}
 
     method = PruningMethod("fault_test_pixels", lambda a, y, k, rng, cb: keep_high(a["score"], y, k, rng, cb),
-                           "hardest", pixel_sum)
+                           "hardest", pixel_sum, scorer_name="fault_test_pixels")
     monkeypatch.setitem(METHODS._items, method.name, method)
     return method.name, calls
 

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from kdlib.imagenet import (ImageFolder, eval_resize, eval_transform, export_image_folder, load_folder_data,
-                            read_image, scan_folder, subset_indices, train_transform)
+                            read_image, scan_folder, train_transform)
 
 CLASSES = ["n01440764", "n01443537", "n01484850"]  # ImageNet-style wnids, sorted
 
@@ -92,6 +92,13 @@ def test_scan_folder_requires_images(tmp_path):
         scan_folder(tmp_path)
 
 
+def subset_indices(labels, fraction, seed, class_balanced=False):
+    """The random subset a streamed run keeps (``kdlib.study.select_subset`` with method 'random')."""
+    from kdlib.study import select_subset
+
+    return select_subset("random", {}, labels, fraction, seed, class_balanced)
+
+
 @pytest.mark.parametrize("n,fraction", [(1000, 0.5), (1000, 0.333), (1281, 0.5), (7, 0.3), (10, 1.0)])
 def test_subset_sizes_are_exact(n, fraction):
     labels = np.arange(n) % 10
@@ -118,15 +125,11 @@ def test_subset_seeds_balance_and_study_agreement(tmp_path):
         assert np.array_equal(subset_indices(digits.y_train.numpy(), 0.3, seed), expected)
 
 
-def test_methods_with_scores_are_refused(monkeypatch):
-    from kdlib.prune import METHODS, PruningMethod
+def test_methods_with_scores_are_refused_on_streamed_data():
+    from kdlib.distributed import DistConfig
 
-    fake = PruningMethod("fake_scored", lambda *a: None, "hardest", scorer=lambda ctx: {})
-    monkeypatch.setitem(METHODS._items, "fake_scored", fake)
-    with pytest.raises(ValueError, match="needs per-sample scores.*random"):
-        subset_indices(np.zeros(10), 0.5, 0, method="fake_scored")
-    with pytest.raises(ValueError, match="fraction"):
-        subset_indices(np.zeros(10), 0.0, 0)
+    with pytest.raises(ValueError, match="method must be 'random' on streamed data"):
+        DistConfig(data_root="/data", method="el2n")
 
 
 def test_export_image_folder_writes_real_images(tmp_path):

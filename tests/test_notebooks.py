@@ -117,3 +117,23 @@ def test_fingerprint_follows_inputs_and_the_browsers_store(tmp_path):
     (store / "runs" / "abc.json").write_text("{}")
     assert fingerprint("browse_results", params, store) != before
     assert fingerprint("browse_results", params) == fingerprint("browse_results", params, tmp_path / "none")
+
+
+def test_startup_seconds_is_wall_time_outside_the_cells(tmp_path):
+    import nbformat
+
+    from kdlib.notebooks import startup_seconds
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("1", metadata={"papermill": {"duration": d}}) for d in (1.5, 2.5)]
+    path = tmp_path / "out.ipynb"
+    nbformat.write(nb, str(path))
+    assert startup_seconds(path, 10.0) == 6.0
+
+
+def test_startup_seconds_is_none_for_an_unexecuted_notebook(tmp_path):
+    from kdlib.notebooks import startup_seconds
+
+    path = tmp_path / "out.ipynb"
+    path.write_text("{}")
+    assert startup_seconds(path, 10.0) is None

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 import torch
 
 from ..data import ImageData
-from ..registry import Registry
+from ..registry import Registry, resolve_params
 from ..train import TrainConfig
 from ..validate import check_config, check_number, check_positive, from_plain, normalise, optional
 
@@ -58,7 +58,8 @@ class ProxyConfig:
 
 @dataclass
 class ScoreContext:
-    """What a scorer may use: the data (with the labels the student will see), the proxy recipe and a seed."""
+    """What a scorer may use: the data (with the labels the student will see), the proxy recipe, a seed and the
+    scorer's hyperparameters (``params``: its declared defaults, overridden by the run's ``method_params``)."""
 
     data: ImageData
     labels: torch.Tensor
@@ -67,40 +68,77 @@ class ScoreContext:
     seed: int
     device: str = "auto"
     progress: bool = True
+    params: Mapping[str, Any] = field(default_factory=dict)
 
 
 Scorer = Callable[[ScoreContext], dict[str, np.ndarray]]
-Selector = Callable[[dict[str, np.ndarray], np.ndarray, int, np.random.Generator, bool], np.ndarray]
+Selector = Callable[..., np.ndarray]  # (arrays, labels, k, rng, class_balanced, **hyperparameters) -> indices
+
+
+def register_scorer(name: str, **params: Any) -> Callable[[Scorer], Scorer]:
+    """Decorator on a scorer: declares the name its score cache is keyed by and its hyperparameters with their
+    defaults (given to it as ``ctx.params``; they are part of the score and run keys)."""
+    def add(fn: Scorer) -> Scorer:
+        fn.scorer_name = name  # type: ignore[attr-defined]
+        fn.scorer_params = dict(params)  # type: ignore[attr-defined]
+        return fn
+
+    return add
 
 
 @dataclass(frozen=True)
 class PruningMethod:
-    """A pruning method: ``scorer`` (or None) makes per-sample arrays, cached per (dataset, scorer, proxy, seed);
-    ``select(arrays, labels, k, rng, class_balanced)`` returns exactly ``k`` indices. ``keeps`` says which
-    samples it keeps; ``doc`` names the source paper and proxy recipe."""
+    """A pruning method: ``scorer`` (or None) makes per-sample arrays, cached per (dataset, scorer name and
+    hyperparameters, proxy, seed); ``select(arrays, labels, k, rng, class_balanced, **params)`` returns exactly
+    ``k`` indices. ``params`` are the selector's hyperparameters with their defaults. ``keeps`` says which
+    samples it keeps; ``doc`` names the source paper and proxy recipe. ``scorer_name`` names the score cache
+    (default: the name the scorer was registered with by ``register_scorer``, else the method's name)."""
 
     name: str
     select: Selector
     keeps: str
     scorer: Optional[Scorer] = None
     doc: str = ""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    scorer_name: Optional[str] = None
 
     @property
     def scorer_key(self) -> Optional[str]:
-        """Names the cached score arrays; methods sharing a scorer share its cache."""
-        return None if self.scorer is None else self.scorer.__name__
+        """The declared name of the cached score arrays: ``scorer_name``, else the name the scorer was registered
+        with (``register_scorer``; methods sharing a registered scorer share its cache), else the method's own."""
+        if self.scorer is None:
+            return None
+        return self.scorer_name or getattr(self.scorer, "scorer_name", None) or self.name
+
+    @property
+    def scorer_params(self) -> dict[str, Any]:
+        return dict(getattr(self.scorer, "scorer_params", {})) if self.scorer is not None else {}
+
+    def hyperparameters(self, overrides: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+        """Every hyperparameter of the method (selector's and scorer's) at its default or at ``overrides``."""
+        return resolve_params("method_params", f"method {self.name!r}", {**self.scorer_params, **dict(self.params)},
+                              overrides)
+
+    def selector_params(self, hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: hyperparameters[k] for k in self.params}
+
+    def score_params(self, hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: hyperparameters[k] for k in self.scorer_params}
 
 
 METHODS: Registry[PruningMethod] = Registry("pruning method", "method")
 
 
-def register_method(name: str, keeps: str, scorer: Optional[Scorer] = None) -> Callable[[Selector], Selector]:
-    """Decorator on a selector: registers ``PruningMethod(name, selector, keeps, scorer, doc=selector.__doc__)``."""
+def register_method(name: str, keeps: str, scorer: Optional[Scorer] = None,
+                    **params: Any) -> Callable[[Selector], Selector]:
+    """Decorator on a selector: registers ``PruningMethod(name, selector, keeps, scorer, doc, params)``; the
+    keyword arguments declare the selector's hyperparameters with their defaults (passed to it by name, part
+    of the run key, settable per run through ``RunConfig.method_params``)."""
     if keeps not in KEEPS:
         raise ValueError(f"keeps must be one of {KEEPS}, got {keeps!r}")
 
     def add(select: Selector) -> Selector:
-        METHODS.add(name, PruningMethod(name, select, keeps, scorer, (select.__doc__ or "").strip()))
+        METHODS.add(name, PruningMethod(name, select, keeps, scorer, (select.__doc__ or "").strip(), dict(params)))
         return select
 
     return add

@@ -54,7 +54,7 @@ def stratified_sample(scores: np.ndarray, k: int, rng: np.random.Generator, stra
 
 
 def ccs_select(difficulty: np.ndarray, labels: np.ndarray, k: int, rng: np.random.Generator,
-               class_balanced: bool = False, beta: float | None = None) -> np.ndarray:
+               class_balanced: bool = False, beta: float | None = None, strata: int = CCS_STRATA) -> np.ndarray:
     """CCS on a difficulty score (high = hard): drop the hardest ``beta`` share (default :func:`ccs_beta` of
     ``f = k / N``), then stratified sampling of ``k`` over the rest. Per class when ``class_balanced``."""
     difficulty = np.asarray(difficulty, dtype=np.float64)
@@ -64,14 +64,14 @@ def ccs_select(difficulty: np.ndarray, labels: np.ndarray, k: int, rng: np.rando
         n_drop = min(int(round(beta * len(cand))), len(cand) - kc)
         ranked = cand[np.lexsort((rng.permutation(len(cand)), -difficulty[cand]))]  # hardest first
         kept = ranked[n_drop:]
-        return kept[stratified_sample(difficulty[kept], kc, rng)]
+        return kept[stratified_sample(difficulty[kept], kc, rng, strata)]
 
     return per_class(select, labels, k, class_balanced)
 
 
-@register_method("ccs", keeps="stratified", scorer=proxy_run)
+@register_method("ccs", keeps="stratified", scorer=proxy_run, strata=CCS_STRATA)
 def ccs(arrays: dict, labels: np.ndarray, k: int, rng: np.random.Generator,
-        class_balanced: bool = False) -> np.ndarray:
+        class_balanced: bool = False, strata: int = CCS_STRATA) -> np.ndarray:
     """Coverage-centric coreset selection (Zheng et al., ICLR 2023): prunes the hardest ``beta(f) = max(0, 0.4 - f)``
     share of the data by AUM (CCS's CIFAR choice: the probability margin ``p_y - max_{c != y} p_c`` averaged over
     the proxy run's epochs; low = hard), then samples the budget from 50 equal-width AUM strata, filling the
@@ -80,4 +80,4 @@ def ccs(arrays: dict, labels: np.ndarray, k: int, rng: np.random.Generator,
     Over all samples (as CCS's code), or per class when ``class_balanced``. Proxy: the shared ``proxy_run``
     (per-epoch passes over the un-augmented training set in eval mode, not CCS's augmented mini-batch logs).
     """
-    return ccs_select(-np.asarray(arrays["aum"]), labels, k, rng, class_balanced)
+    return ccs_select(-np.asarray(arrays["aum"]), labels, k, rng, class_balanced, strata=strata)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..train import resolve_device
-from .base import ScoreContext, register_method
+from .base import ScoreContext, register_method, register_scorer
 from .geometry import facility_location_steps
 from .orders import ORDERS, digest
 from .proxy import gradient_factors, gradient_gram, gradient_matrix, proxy_run, softmax_np, train_proxy
@@ -73,6 +73,7 @@ def deepfool_distances(model: nn.Module, x: torch.Tensor, num_classes: int, max_
             p.requires_grad_(r)
 
 
+@register_scorer("deepfool_run", max_iter=DEEPFOOL_MAX_ITER, overshoot=DEEPFOOL_OVERSHOOT)
 def deepfool_run(ctx: ScoreContext) -> dict[str, np.ndarray]:
     """Trains the proxy of ``proxy_run`` (same recipe and seed, so the same model) and returns the DeepFool
     perturbation norm of every un-augmented training sample (``deepfool``; small = close to the boundary)."""
@@ -81,7 +82,8 @@ def deepfool_run(ctx: ScoreContext) -> dict[str, np.ndarray]:
     out = []
     for s in range(0, ctx.data.n_train, 256):
         xb = ctx.data.normalize(ctx.data.x_train[s:s + 256].to(device))
-        out.append(deepfool_distances(model, xb, ctx.data.num_classes))
+        out.append(deepfool_distances(model, xb, ctx.data.num_classes, int(ctx.params.get("max_iter", DEEPFOOL_MAX_ITER)),
+                                      float(ctx.params.get("overshoot", DEEPFOOL_OVERSHOOT))))
     return {"deepfool": np.concatenate(out)}
 
 
@@ -207,9 +209,9 @@ def gradmatch_steps(u: np.ndarray, v: np.ndarray, lam: float = GRADMATCH_LAMBDA)
     return omp_dual_steps(gram, gram.mean(1), lam)
 
 
-@register_method("gradmatch", keeps="representative", scorer=proxy_run)
+@register_method("gradmatch", keeps="representative", scorer=proxy_run, lam=GRADMATCH_LAMBDA)
 def gradmatch(arrays: dict, labels: np.ndarray, k: int, rng: np.random.Generator,
-              class_balanced: bool = False) -> np.ndarray:
+              class_balanced: bool = False, lam: float = GRADMATCH_LAMBDA) -> np.ndarray:
     """GradMatch (Killamsetty et al., ICML 2021; as in DeepCore): per class, orthogonal matching pursuit (ridge
     lambda = 1) selecting samples whose last-layer gradients best reconstruct the class's mean gradient (DeepCore's
     default target when no validation set is given). All k OMP picks are kept (DeepCore keeps only those with a
@@ -222,7 +224,7 @@ def gradmatch(arrays: dict, labels: np.ndarray, k: int, rng: np.random.Generator
         z, h, y = arrays["logits"][cand], arrays["embeddings"][cand], labels[cand]
         u, v = gradient_factors(z, y, h)
         primal = u.shape[1] * v.shape[1] <= GRADMATCH_PRIMAL_MAX_DIM
-        return cand[ORDERS.prefix(("gradmatch", digest(z, h, y)), kc, lambda: gradmatch_steps(u, v),
+        return cand[ORDERS.prefix(("gradmatch", digest(z, h, y), lam), kc, lambda: gradmatch_steps(u, v, lam),
                                   keep_state=primal)]
 
     return per_class(select, labels, k, True)
@@ -262,9 +264,9 @@ def glister_order(logits: np.ndarray, labels: np.ndarray, embeddings: np.ndarray
     return np.asarray(order[:k], dtype=np.int64)
 
 
-@register_method("glister", keeps="representative", scorer=proxy_run)
+@register_method("glister", keeps="representative", scorer=proxy_run, rounds=GLISTER_ROUNDS)
 def glister(arrays: dict, labels: np.ndarray, k: int, rng: np.random.Generator,
-            class_balanced: bool = False) -> np.ndarray:
+            class_balanced: bool = False, rounds: int = GLISTER_ROUNDS) -> np.ndarray:
     """Glister (Killamsetty et al., AAAI 2021; as in DeepCore): per class, greedy selection maximising the
     one-step Taylor estimate of the validation log-likelihood gain from last-layer gradients (step size the proxy
     lr). Validation set: the class's own training samples (DeepCore's default; no held-out split is carved out of
@@ -277,7 +279,7 @@ def glister(arrays: dict, labels: np.ndarray, k: int, rng: np.random.Generator,
 
     def select(cand: np.ndarray, kc: int) -> np.ndarray:
         z, h, y = arrays["logits"][cand], arrays["embeddings"][cand], labels[cand]
-        return cand[ORDERS.prefix(("glister", digest(z, h, y), kc, eta), kc,
-                                  lambda: iter(glister_order(z, y, h, kc, eta)), keep_state=False)]
+        return cand[ORDERS.prefix(("glister", digest(z, h, y), kc, eta, rounds), kc,
+                                  lambda: iter(glister_order(z, y, h, kc, eta, rounds)), keep_state=False)]
 
     return per_class(select, labels, k, True)

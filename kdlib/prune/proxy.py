@@ -32,15 +32,10 @@ from torch import nn
 from ..data import ImageData
 from ..models import build_model
 from ..train import autocast_context, resolve_device, train
-from .base import ScoreContext
+from ..seeds import proxy_seed
+from .base import ScoreContext, register_scorer
 
-CAL_NEIGHBOURS = 10
-
-
-def proxy_seed(seed: int, index: int = 0) -> int:
-    """Seed of proxy ``index`` for scoring seed ``seed``: derived, so a proxy never shares the init of the student
-    trained with the same seed, and independent across ``index``."""
-    return int(np.random.SeedSequence([int(seed), 0x9E3779B1, int(index)]).generate_state(1)[0] % (2**31 - 1))
+CAL_NEIGHBOURS = 10  # the default of proxy_run's declared hyperparameter cal_neighbours
 
 
 def build_proxy(ctx: ScoreContext, index: int = 0) -> nn.Module:
@@ -170,6 +165,7 @@ def softmax_np(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
+@register_scorer("proxy_run", cal_neighbours=10)
 def proxy_run(ctx: ScoreContext) -> dict[str, np.ndarray]:
     """One full proxy run: training dynamics (forgetting, AUM) and the final proxy's logits, embeddings and Cal
     score on the un-augmented training set (eval mode). Shared by every method that needs a trained proxy."""
@@ -193,7 +189,7 @@ def proxy_run(ctx: ScoreContext) -> dict[str, np.ndarray]:
         "forgetting": counter.counts, "ever_learned": counter.ever_learned,
         "aum": margin_sum / max(1, epochs[0]),
         "logits": logits.astype(np.float32), "embeddings": embeds.astype(np.float32),
-        "cal_kl": knn_divergence(embeds, softmax_np(logits)),
+        "cal_kl": knn_divergence(embeds, softmax_np(logits), int(ctx.params.get("cal_neighbours", CAL_NEIGHBOURS))),
         "lr": np.asarray(ctx.proxy.train.lr, dtype=np.float64),
     }
 

@@ -28,7 +28,7 @@ from torch.func import functional_call, grad, vmap
 
 from ..data import ImageData
 from ..train import resolve_device
-from .base import ScoreContext, register_method
+from .base import ScoreContext, register_method, register_scorer
 from .proxy import el2n_from_logits, forward_train_set, proxy_run, softmax_np, train_proxy
 from .selection import keep_high
 
@@ -71,6 +71,7 @@ def _early_proxies(ctx: ScoreContext) -> Iterator[nn.Module]:
         yield train_proxy(ctx, m, stop_after=ctx.proxy.early_epoch)
 
 
+@register_scorer("el2n_run")
 def el2n_run(ctx: ScoreContext) -> dict[str, np.ndarray]:
     """EL2N at epoch ``ctx.proxy.early_epoch``, averaged over ``ctx.proxy.n_models`` independently initialised
     proxies (Paul et al. 2021), on un-augmented inputs in eval mode (fp32)."""
@@ -82,6 +83,7 @@ def el2n_run(ctx: ScoreContext) -> dict[str, np.ndarray]:
     return {"el2n": el2n_ / ctx.proxy.n_models}
 
 
+@register_scorer("grand_run")
 def grand_run(ctx: ScoreContext) -> dict[str, np.ndarray]:
     """Full-parameter GraNd at epoch ``ctx.proxy.early_epoch``, averaged over the same ``n_models`` proxies as
     :func:`el2n_run` (same seeds, hence the same models), un-augmented inputs, eval mode, fp32."""
