@@ -338,6 +338,8 @@ class Store:
     # and loaded with ``weights_only=True`` after its checksum is verified.
     def save_checkpoint(self, kind: str, key: str, state: dict, epoch: int, config: Any = None) -> None:
         """Adds ``state`` (saved after ``epoch`` epochs) as the newest generation of ``key``'s checkpoint."""
+        import torch
+
         buf = io.BytesIO()
         torch.save(state, buf)
         sha = self.put_blob(kind, key, buf.getvalue(), f".e{int(epoch)}.pt")
@@ -353,6 +355,8 @@ class Store:
     def load_checkpoint(self, kind: str, key: str, map_location: Any = "cpu") -> Optional[dict]:
         """The newest generation of ``key``'s checkpoint that verifies and loads (``weights_only=True``); a damaged
         one is quarantined and the previous one tried. None when there is none (the computation starts over)."""
+        import torch
+
         rec = self.get(kind, key)
         for gen in reversed((rec or {}).get("generations", [])):
             suffix = f".e{int(gen['epoch'])}.pt"
