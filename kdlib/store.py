@@ -379,9 +379,10 @@ class Store:
         for old in self.path(kind, key).parent.glob(f"{key}.e*.pt"):
             old.unlink(missing_ok=True)
 
-    def checkpoint(self, kind: str, key: str, config: Any = None) -> "StoreCheckpoint":
-        """The checkpoint slot of ``key`` under ``checkpoints/<kind>`` (what ``kdlib.train.run_loop`` saves to)."""
-        return StoreCheckpoint(self, f"checkpoints/{kind}", key, config)
+    def checkpoint(self, kind: str, key: str, config: Any = None, min_interval: float = 0.0) -> "StoreCheckpoint":
+        """The checkpoint slot of ``key`` under ``checkpoints/<kind>`` (what ``kdlib.train.run_loop`` saves to);
+        it saves at most once per ``min_interval`` seconds (0: at every call)."""
+        return StoreCheckpoint(self, f"checkpoints/{kind}", key, config, min_interval)
 
 
 @dataclasses.dataclass
@@ -392,12 +393,18 @@ class StoreCheckpoint:
     kind: str
     key: str
     config: Any = None
+    min_interval: float = 0.0
+    last_save: float = dataclasses.field(default_factory=time.monotonic)
 
     def load(self, map_location: Any = "cpu") -> Optional[dict]:
         return self.store.load_checkpoint(self.kind, self.key, map_location)
 
     def save(self, state: dict, epoch: int) -> None:
+        """Saves, unless the last save (or the slot's creation) is less than ``min_interval`` seconds ago."""
+        if time.monotonic() - self.last_save < self.min_interval:
+            return
         self.store.save_checkpoint(self.kind, self.key, state, epoch, self.config)
+        self.last_save = time.monotonic()
 
     def clear(self) -> None:
         self.store.drop_checkpoint(self.kind, self.key)

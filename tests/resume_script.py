@@ -40,7 +40,7 @@ def main(store: str, kill_epoch: int) -> None:
 
     store_module.Store.save_checkpoint = save_and_count
     train_module.ModelSteps.step = step_and_die
-    Study(store, device="cpu", progress=False).run(RESUME_CONFIG)
+    Study(store, device="cpu", progress=False, checkpoint_every=0).run(RESUME_CONFIG)
 
 
 if __name__ == "__main__":

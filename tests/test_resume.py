@@ -91,3 +91,23 @@ def test_only_the_last_two_generations_are_kept(tmp_path):
     for epoch in (1, 2, 3):
         store.save_checkpoint("checkpoints/runs", KEY, {"w": torch.zeros(1)}, epoch, CONFIG)
     assert sorted(p.name for p in (tmp_path / "checkpoints" / "runs").glob("*.pt")) == [f"{KEY}.e2.pt", f"{KEY}.e3.pt"]
+
+
+def test_a_slot_saves_at_most_once_per_interval(tmp_path):
+    slot = Store(tmp_path).checkpoint("runs", KEY, CONFIG, min_interval=3600.0)
+    slot.save({"w": torch.zeros(1)}, 1)
+    assert slot.load() is None
+
+
+def test_a_slot_without_interval_saves_every_call(tmp_path):
+    slot = Store(tmp_path).checkpoint("runs", KEY, CONFIG)
+    slot.save({"w": torch.zeros(1)}, 1)
+    assert torch.equal(slot.load()["w"], torch.zeros(1))
+
+
+def test_a_study_saves_short_runs_no_checkpoint_by_default(tmp_path, monkeypatch):
+    """The default interval (60 s) spares a seconds-long run its per-epoch fsync'd checkpoints."""
+    saved = []
+    monkeypatch.setattr(Store, "save_checkpoint", lambda self, *a, **k: saved.append(a))
+    Study(tmp_path, device="cpu", progress=False).run(RESUME_CONFIG)
+    assert saved == []
