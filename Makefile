@@ -19,7 +19,6 @@ unexport PYTHONDONTWRITEBYTECODE
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q --no-compile -e .  # not all ~16k files: only what kdlib's processes import, below
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	$(PY) -m kdlib.warmup  # byte-compiles the modules every notebook kernel and grid worker imports

@@ -99,7 +99,7 @@ def test_study_skips_notebooks_whose_inputs_are_unchanged(tmp_path, monkeypatch)
     assert nbs.run_study("quick", names[:1], force=True, outputs=tmp_path) == {"theory_toy": "ran"}
     (tmp_path / "quick" / "pruning_sweep.ipynb").unlink()  # a missing output is re-made
     assert nbs.run_study("quick", names, outputs=tmp_path) == {"theory_toy": "up to date", "pruning_sweep": "ran"}
-    assert ran == ["theory_toy", "pruning_sweep", "theory_toy", "pruning_sweep"]
+    assert sorted(ran) == ["pruning_sweep", "pruning_sweep", "theory_toy", "theory_toy"]
 
 
 def test_fingerprint_follows_inputs_and_the_browsers_store(tmp_path):
@@ -117,6 +117,24 @@ def test_fingerprint_follows_inputs_and_the_browsers_store(tmp_path):
     (store / "runs" / "abc.json").write_text("{}")
     assert fingerprint("browse_results", params, store) != before
     assert fingerprint("browse_results", params) == fingerprint("browse_results", params, tmp_path / "none")
+
+
+def test_beside_notebooks_run_in_a_second_lane(tmp_path, monkeypatch):
+    import threading
+
+    import kdlib.notebooks as nbs
+
+    lanes = {}
+
+    def fake_execute(name, profile, output=None, params_file=None, log_output=False):
+        lanes[name] = threading.current_thread().name
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text("{}")
+        return output
+
+    monkeypatch.setattr(nbs, "execute", fake_execute)
+    nbs.run_study("quick", ["theory_toy", "pruning_sweep"], outputs=tmp_path)
+    assert lanes["theory_toy"] != lanes["pruning_sweep"]
 
 
 def test_startup_seconds_is_wall_time_outside_the_cells(tmp_path):
