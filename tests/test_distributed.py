@@ -99,10 +99,11 @@ def test_in_process_launch_is_the_study_run_with_the_study_teacher(tmp_path, mon
     assert (rec["result"]["losses"], rec["result"]["curve"]) == (alone["result"]["losses"], alone["result"]["curve"])
 
 
-def test_torchrun_one_process_equals_the_in_process_run(tmp_path, one_thread):
+def test_torchrun_one_process_equals_the_in_process_run(tmp_path, one_thread, monkeypatch):
     """run_grid(executor='torchrun', nproc=1): a 1-process gloo DDP job (model wrapped in DDP) of a RunConfig gives
     the record of Study.run in this process: the same teacher (key and weights; its logits too, else the KD losses
-    would differ), accuracy and loss curve."""
+    would differ), accuracy and loss curve. Bitwise equality needs equal torch thread counts on both sides."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the torchrun process, like this one (one_thread)
     store = tmp_path / "ddp"
     cfg = RunConfig.from_dict(KD)
     row = run_grid([cfg], store, executor="torchrun", nproc=1, device="cpu", progress=False).iloc[0]
