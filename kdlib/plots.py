@@ -155,12 +155,7 @@ def claim_cells(cells: pd.DataFrame, margin: float = 0.0, unit: str = "points", 
             ax.axvline(x, color="black", lw=0.8, ls=":")
     ax.set_yticks(y, label, fontsize=7)
     ax.set_xlabel(f"paired difference ({unit}): mean and {level:.0%} t-interval over seeds", fontsize=9)
-    ax.grid(alpha=0.3, axis="x")
-    ax.legend(fontsize=8, loc="best")
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, title, rows=True)
 
 
 def frontier(table: pd.DataFrame, title: Optional[str] = None) -> matplotlib.figure.Figure:
@@ -189,12 +184,7 @@ def frontier(table: pd.DataFrame, title: Optional[str] = None) -> matplotlib.fig
     ax.set_yticks(y, lab, fontsize=8)
     ax.set_xlabel(f"smallest kept fraction f within {t['tolerance'].iloc[0]:g} point(s) of the full data without KD"
                   "\n(bars: from the hopeful to the safe estimate over seeds)", fontsize=9)
-    ax.grid(alpha=0.3, axis="x")
-    ax.legend(fontsize=8, loc="best")
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, title, rows=True)
 
 
 def message_figure(message: str, title: Optional[str] = None) -> matplotlib.figure.Figure:
@@ -207,12 +197,18 @@ def message_figure(message: str, title: Optional[str] = None) -> matplotlib.figu
     return fig
 
 
-def _finish(fig: matplotlib.figure.Figure, ax: matplotlib.axes.Axes, title: Optional[str]) -> matplotlib.figure.Figure:
-    """The common finish of a one-panel figure: a light grid, the legend outside on the right, the title."""
-    ax.grid(alpha=0.3)
-    ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
+def _finish(fig: matplotlib.figure.Figure, ax: matplotlib.axes.Axes, title: Optional[str],
+            rows: bool = False) -> matplotlib.figure.Figure:
+    """The common finish of a one-panel figure: a light grid, the legend outside on the right, the title.
+    ``rows``: a chart of one row per cell (claims, frontier): grid lines along x only, the legend inside, a smaller
+    title."""
+    ax.grid(alpha=0.3, **({"axis": "x"} if rows else {}))
+    if rows:
+        ax.legend(fontsize=8, loc="best")
+    else:
+        ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
     if title:
-        ax.set_title(title)
+        ax.set_title(title, **({"fontsize": 10} if rows else {}))
     fig.tight_layout()
     return fig
 
