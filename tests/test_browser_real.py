@@ -105,12 +105,17 @@ def lab(tmp_path):
             pytest.fail("JupyterLab did not start: " + (tmp_path / "lab.log").read_text()[-2000:])
         yield playwright, url, token
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        _stop(proc, log)
+
+
+def _stop(proc: subprocess.Popen, log) -> None:
+    """Ends a server started by a test (terminate, then kill after 20 s) and closes its log."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
 
 
 def _offline(page) -> list:
@@ -230,9 +235,4 @@ def test_browser_dashboard_in_voila(tmp_path):
             browser.close()
         print(f"voila: requests blocked (offline): {blocked or 'none'}")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        _stop(proc, log)
