@@ -326,7 +326,7 @@ class Study:
         """``checkpoint_every``: the least seconds between two in-run checkpoints of a run or teacher (0: every
         epoch). Not part of any key: it decides how much an interrupted run repeats, not what it computes."""
         self.store = store if isinstance(store, Store) else Store(store)
-        self.checkpoint_every = float(checkpoint_every)
+        self.checkpoint_every = check_number(checkpoint_every, "checkpoint_every", low=0.0)
         self.group = group or ProcessGroup(device=check_device(device))
         self.device = self.group.device
         self.data_root = data_root

@@ -111,3 +111,8 @@ def test_a_study_saves_short_runs_no_checkpoint_by_default(tmp_path, monkeypatch
     monkeypatch.setattr(Store, "save_checkpoint", lambda self, *a, **k: saved.append(a))
     Study(tmp_path, device="cpu", progress=False).run(RESUME_CONFIG)
     assert saved == []
+
+
+def test_a_negative_checkpoint_interval_names_the_parameter(tmp_path):
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        Study(tmp_path, device="cpu", checkpoint_every=-1)
