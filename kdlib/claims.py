@@ -51,11 +51,14 @@ from .validate import check_fraction, check_positive
 VERDICTS = ("holds", "fails", "inconclusive")
 KINDS = ("greater", "at_least", "at_most")
 RESULT_COLUMNS = {"key", "status", "final_acc", "best_acc", "best_epoch", "wall_seconds", "train_seconds",
-                  "images_per_sec", "epochs", "steps", "n_train", "n_full", "noisy_kept", "teacher_acc", "error", "kd"}
+                  "images_per_sec", "epochs", "steps", "n_train", "n_full", "noisy_kept", "teacher_acc", "error", "kd",
+                  "n_test", "data_source"}
 # columns that never define a setting: what the claims vary, provenance, and speed-only knobs
 RUN_AXES = ("method", "fraction", "alpha", "seed", "score_seed", "alpha_rule", "workers", "eval_batch_size",
-            "proxy_recipe")  # the scoring proxy belongs to the method (random has none): see prepare
-KD_SIDE = ("teacher", "teacher_fraction", "teacher_recipe", "teacher_checkpoint", "tau", "kd_loss")
+            "proxy_recipe",  # the scoring proxy belongs to the method (random has none): see prepare
+            "data.root", "data.workers", "data.eval_batch_size", "teacher_checkpoint.path")  # not keyed
+KD_SIDE = ("teacher", "teacher_fraction", "teacher_recipe", "teacher_checkpoint", "teacher_checkpoint.sha256", "tau",
+           "kd_loss")
 
 
 @dataclass(frozen=True)

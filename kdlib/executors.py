@@ -33,10 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import torch
-
 from .store import Store, canonical
-from .train import TrainingDiverged
 from .validate import check_choice, check_positive
 
 EXECUTORS = ("local", "processes", "ray", "torchrun")
@@ -88,6 +85,10 @@ def work(task: str, cfg: Any, spec: WorkerSpec) -> dict:
     """One unit of work in a worker: ``task`` is 'teacher', 'scores' or 'run'. Returns {'key', 'status', ...};
     the record itself stays in the store. A teacher or score computation that fails (diverges, or any
     other error) is not an error here: the runs that need it retry it and record the failure."""
+    import torch  # here, not at module level: a driver that only schedules never loads torch
+
+    from .train import TrainingDiverged
+
     if spec.threads:
         torch.set_num_threads(spec.threads)
     study = spec.study_class(spec.store, spec.device, spec.data_root, spec.progress)

@@ -11,6 +11,13 @@ Batches stay uint8 until they reach the training device, where :meth:`FolderData
 mean/std. This module knows nothing of pruning: a run arrives with the indices of the files it keeps
 (``kdlib.study.select_subset``, the rule of every run).
 
+A run names its folder with a :class:`FolderSpec` (``RunConfig(dataset="image_folder", data=FolderSpec(...))``):
+its key holds the folder's *content* fingerprint (every file's SHA-256, class names, relative paths), the crop
+size and the crop scale, never the path, so a moved folder keeps its keys and a changed image changes them.
+:class:`FolderSource` is the training loop's batch source over a folder (``kdlib.train.BatchSource``): this
+process's share of the kept files through a ``DistributedSampler`` and DataLoader workers, and sharded exact
+evaluation of ``val``.
+
 ``export_image_folder`` writes a real in-memory dataset (digits, Fashion-MNIST, ...) as image files in this
 layout, so the whole folder pipeline runs offline on real images. Such a folder is *that dataset in ImageNet
 folder format*, never ImageNet; a ``SOURCE.txt`` in it says so.
@@ -22,16 +29,23 @@ import json
 import os
 import re
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import Dataset
 
 from .data import IMAGE_EXTENSIONS, load_dataset
-from .validate import check_fraction, check_positive
+from .store import file_sha256
+from .processes import ProcessGroup
+from .seeds import epoch_seed
+from .train import TrainConfig, autocast_context, mean_losses
+from .validate import check_fraction, check_positive, from_plain, normalise, optional
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -119,14 +133,6 @@ class ImageFolder(Dataset):
         img = read_image(path) if self.transform is None else self.transform(open_image(path))
         return img, int(self.targets[i])
 
-    def fingerprint(self) -> str:
-        """SHA-256 (16 hex digits) of the class names and relative file paths: the split's identity."""
-        h = hashlib.sha256()
-        h.update("\n".join(self.classes).encode())
-        h.update(b"\0")
-        h.update("\n".join(self.files).encode())
-        return h.hexdigest()[:16]
-
 
 def find_split_root(root: str | os.PathLike) -> Path:
     """The folder holding ``train/`` and ``val/``: ``root/imagenet`` or ``root`` (as ``kdlib.data`` looks)."""
@@ -141,6 +147,108 @@ def find_split_root(root: str | os.PathLike) -> Path:
     return found
 
 
+# ----------------------------------------------------------------------------------------------- identity
+def fingerprint_files(root: str | os.PathLike, classes: Sequence[str], files: Sequence[str]) -> str:
+    """SHA-256 (16 hex digits) of the class names, the relative paths and every file's content (read in threads:
+    hashlib releases the GIL)."""
+    root = Path(root)
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        digests = list(pool.map(lambda f: file_sha256(root / f), files))
+    h = hashlib.sha256()
+    h.update("\n".join(classes).encode())
+    h.update(b"\0")
+    for f, d in zip(files, digests):
+        h.update(f"{f}\0{d}\n".encode())
+    return h.hexdigest()[:16]
+
+
+@lru_cache(maxsize=16)
+def _folder_fingerprint(split_root: str) -> str:
+    root = Path(split_root)
+    train_files, _, classes = scan_folder(root / "train")
+    val_files, _, _ = scan_folder(root / "val", classes)
+    return fingerprint_files(root, classes, [f"train/{f}" for f in train_files] + [f"val/{f}" for f in val_files])
+
+
+def folder_fingerprint(root: str | os.PathLike, refresh: bool = False) -> str:
+    """The content fingerprint of the ImageNet-layout folder at ``root`` (or ``root/imagenet``): class names,
+    relative paths and every file's SHA-256 of ``train`` and ``val``. It reads every file once per process and
+    folder (ImageNet: about 150 GB, minutes); later calls reuse it unless ``refresh``."""
+    split_root = str(find_split_root(root).resolve())
+    if refresh:
+        _folder_fingerprint.cache_clear()
+    return _folder_fingerprint(split_root)
+
+
+@dataclass(frozen=True)
+class FolderSpec:
+    """An image folder a run streams (``RunConfig(dataset="image_folder", data=FolderSpec(...))``).
+
+    Keyed (``identity``): ``fingerprint`` (the folder's content, filled in from ``root`` when the spec is built;
+    given only when a record is read back), ``image_size`` (the training and validation crop, 224 for ImageNet)
+    and ``crop_scale`` (RandomResizedCrop's area range). Not keyed, they change where and how fast, not what:
+    ``root`` (the folder with ``train/`` and ``val/``, or its parent), ``workers`` (DataLoader processes per
+    training process) and ``eval_batch_size``.
+    """
+
+    root: str
+    image_size: int = 224
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    workers: int = 8
+    eval_batch_size: int = 256
+    fingerprint: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        normalise(self, {
+            "root": _check_root,
+            "image_size": lambda v, n: check_positive(v, n, integer=True),
+            "crop_scale": _check_crop_scale,
+            "workers": _check_workers,
+            "eval_batch_size": lambda v, n: check_positive(v, n, integer=True),
+            "fingerprint": optional(_check_fingerprint),
+        })
+        if self.fingerprint is None:
+            object.__setattr__(self, "fingerprint", folder_fingerprint(self.root))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "FolderSpec":
+        """A spec from plain values (YAML/JSON), naming any unknown key."""
+        return from_plain(cls, d, {}, "data parameter(s)")
+
+    def identity(self) -> dict:
+        """What a run's key holds of its data: the content fingerprint and the crop, not the path or speed knobs."""
+        return {"fingerprint": self.fingerprint, "image_size": self.image_size, "crop_scale": list(self.crop_scale)}
+
+
+def _check_root(value: Any, parameter: str) -> str:
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        raise ValueError(f"{parameter} must be the path of a folder holding train/<class>/* and val/<class>/*, "
+                         f"got {value!r}")
+    return str(value)
+
+
+def _check_crop_scale(value: Any, parameter: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(s) for s in value)
+    except (TypeError, ValueError):
+        lo, hi = 0.0, -1.0
+    if not 0.0 < lo <= hi <= 1.0:
+        raise ValueError(f"{parameter} must be (low, high) with 0 < low <= high <= 1, got {value!r}")
+    return (lo, hi)
+
+
+def _check_workers(value: Any, parameter: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{parameter} must be an integer >= 0 (DataLoader worker processes), got {value!r}")
+    return value
+
+
+def _check_fingerprint(value: Any, parameter: str) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{16}", value):
+        raise ValueError(f"{parameter} must be 16 hex digits (filled in from the folder; leave it out), got {value!r}")
+    return value
+
+
 @dataclass
 class FolderData:
     """A folder-per-class dataset streamed from disk: train/val datasets with their transforms, normalisation."""
@@ -152,6 +260,8 @@ class FolderData:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     source: Optional[str] = field(default=None)
+    workers: int = 8
+    eval_batch_size: int = 256
 
     @property
     def classes(self) -> list[str]:
@@ -175,8 +285,22 @@ class FolderData:
         return self.train.targets
 
     def fingerprint(self) -> str:
-        """Identity of the data (class names and every train/val file path), for run keys."""
-        return hashlib.sha256((self.train.fingerprint() + self.val.fingerprint()).encode()).hexdigest()[:16]
+        """The folder's content fingerprint (``folder_fingerprint``), what a run's key holds of its data."""
+        return folder_fingerprint(self.root)
+
+    def batches(self, cfg: TrainConfig, seed: int, group: ProcessGroup, indices: Optional[Sequence[int]] = None,
+                labels: Optional[torch.Tensor] = None) -> "FolderSource":
+        """The training loop's batch source over rows ``indices`` (default all) for recipe ``cfg``
+        (``kdlib.train.train`` calls it; labels are the folder's, so ``labels`` may only repeat them)."""
+        if labels is not None and not np.array_equal(np.asarray(labels), self.labels):
+            raise ValueError("labels: an image folder's labels are its class folders (label noise is not supported "
+                             "on streamed data)")
+        idx = np.arange(self.n_train) if indices is None else np.asarray(indices)
+        return FolderSource(self, group, cfg.channels_last).start(idx, cfg, seed)
+
+    def evaluator(self, group: ProcessGroup, channels_last: bool = True) -> "FolderSource":
+        """A source that only evaluates (``evaluate(model, precision)`` on ``val``), e.g. for a teacher's accuracy."""
+        return FolderSource(self, group, channels_last)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 pixels -> float32 ``(x / 255 - mean) / std`` per channel on ``x``'s device."""
@@ -185,18 +309,111 @@ class FolderData:
         return (x.to(torch.float32) / 255.0 - mean) / std
 
 
-def load_folder_data(root: str | os.PathLike, image_size: int = 224,
-                     crop_scale: Sequence[float] = (0.08, 1.0)) -> FolderData:
-    """The ImageNet-layout folder at ``root`` (or ``root/imagenet``) with train/val transforms for ``image_size``."""
+def load_folder_data(root: str | os.PathLike, image_size: int = 224, crop_scale: Sequence[float] = (0.08, 1.0),
+                     workers: int = 8, eval_batch_size: int = 256) -> FolderData:
+    """The ImageNet-layout folder at ``root`` (or ``root/imagenet``) with train/val transforms for ``image_size``;
+    ``workers`` DataLoader processes and ``eval_batch_size`` for the loops that stream it."""
     check_positive(image_size, "image_size", integer=True)
-    lo, hi = (float(s) for s in crop_scale)
-    if not 0.0 < lo <= hi <= 1.0:
-        raise ValueError(f"crop_scale must be (low, high) with 0 < low <= high <= 1, got {tuple(crop_scale)!r}")
+    lo, hi = _check_crop_scale(crop_scale, "crop_scale")
     found = find_split_root(root)
     train = ImageFolder(found / "train", train_transform(image_size, (lo, hi)))
     val = ImageFolder(found / "val", eval_transform(image_size), classes=train.classes)
     source = (found / "SOURCE.txt").read_text().strip() if (found / "SOURCE.txt").is_file() else None
-    return FolderData(found, train, val, int(image_size), source=source)
+    return FolderData(found, train, val, int(image_size), source=source, workers=_check_workers(workers, "workers"),
+                      eval_batch_size=check_positive(eval_batch_size, "eval_batch_size", integer=True))
+
+
+def load_folder_spec(spec: FolderSpec) -> FolderData:
+    """The folder a ``FolderSpec`` names, with its crop and loader settings."""
+    return load_folder_data(spec.root, spec.image_size, spec.crop_scale, spec.workers, spec.eval_batch_size)
+
+
+# ----------------------------------------------------------------------------------------------- batch source
+class FolderSource:
+    """A batch source (``kdlib.train.BatchSource``) of an image folder: this rank's share of the kept subset
+    through a ``DistributedSampler`` and DataLoader workers, and exact sharded evaluation of the val split."""
+
+    def __init__(self, folder: FolderData, group: ProcessGroup, channels_last: bool = True) -> None:
+        self.folder, self.group = folder, group
+        self.n_full = folder.n_train
+        self.n_test = len(folder.val)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self._val = None
+        self.loader, self.n_kept, self.steps_per_epoch, self.per_rank = None, 0, None, 0
+
+    def per_rank_batch(self, batch_size: int) -> int:
+        if batch_size % self.group.world:
+            raise ValueError(f"batch_size {batch_size} (total over processes) is not divisible by the "
+                             f"{self.group.world} processes")
+        return batch_size // self.group.world
+
+    def start(self, indices: np.ndarray, tc: TrainConfig, seed: int) -> "FolderSource":
+        """Sets the kept ``indices`` (and the sampler) for a run; returns self."""
+        from torch.utils.data import DataLoader, DistributedSampler, Subset
+
+        if not tc.augment:
+            raise ValueError("augment=False is not supported for image_folder data (RandomResizedCrop is the "
+                             "recipe's training transform)")
+        g = self.group
+        self.per_rank = self.per_rank_batch(tc.batch_size)
+        self.sampler = DistributedSampler(range(len(indices)), num_replicas=g.world, rank=g.rank, shuffle=True,
+                                          seed=seed, drop_last=False)
+        self.steps_per_epoch = len(self.sampler) // self.per_rank
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"{len(indices)} kept samples over {g.world} processes are fewer than one batch of "
+                             f"{self.per_rank} per process; lower batch_size")
+        self.n_kept = len(indices)
+        workers = self.folder.workers
+        self.loader = DataLoader(Subset(self.folder.train, np.asarray(indices).tolist()), batch_size=self.per_rank,
+                                 sampler=self.sampler, num_workers=workers, drop_last=True,
+                                 pin_memory=g.device.type == "cuda", persistent_workers=workers > 0,
+                                 prefetch_factor=4 if workers > 0 else None,
+                                 generator=torch.Generator().manual_seed(epoch_seed(seed, g.rank)))
+        return self
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+        dev = self.group.device
+        self.sampler.set_epoch(epoch)
+        for x, y in self.loader:
+            x = self.folder.normalize(x.to(dev, non_blocking=True)).contiguous(memory_format=self.memory_format)
+            yield x, y.to(dev, non_blocking=True), len(y) * self.group.world
+
+    def _val_loader(self):
+        """This rank's share of the folder's val split (rows ``rank::world``)."""
+        if self._val is None:
+            from torch.utils.data import DataLoader, Subset
+
+            g, workers = self.group, self.folder.workers
+            part = Subset(self.folder.val, range(g.rank, len(self.folder.val), g.world))
+            self._val = DataLoader(part, batch_size=self.folder.eval_batch_size, shuffle=False, num_workers=workers,
+                                   pin_memory=g.device.type == "cuda", persistent_workers=workers > 0)
+        return self._val
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, precision: str) -> float:
+        """Top-1 accuracy (%) on the val split: each rank scores rows ``rank::world``, counts are summed."""
+        import torch.distributed as dist
+
+        g = self.group
+        if g.backend is not None:
+            for b in model.buffers():  # BN running statistics: rank 0's, on every rank
+                dist.broadcast(b, 0)
+        was = model.training
+        model.eval()
+        correct = torch.zeros(2, dtype=torch.float64, device=g.device)
+        for x, y in self._val_loader():
+            x = self.folder.normalize(x.to(g.device, non_blocking=True)).contiguous(memory_format=self.memory_format)
+            with autocast_context(g.device, precision):
+                pred = model(x).argmax(1)
+            correct[0] += (pred == y.to(g.device, non_blocking=True)).sum()
+            correct[1] += len(y)
+        if g.backend is not None:
+            dist.all_reduce(correct)
+        model.train(was)
+        return 100.0 * float(correct[0] / correct[1].clamp_min(1))
+
+    def mean_losses(self, loss_sum: torch.Tensor, n_batches: int) -> list[float]:
+        return mean_losses(loss_sum, n_batches, self.group.world if self.group.backend is not None else 1)
 
 
 # ----------------------------------------------------------------------------------------------- export

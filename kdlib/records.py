@@ -12,8 +12,8 @@ def flatten(record: dict, requested: Optional[Any] = None) -> dict:
     cfg = canonical(requested) if requested is not None else record["config"]
     row = {k: v for k, v in cfg.items() if not isinstance(v, (dict, list))}
     row.update({f"train.{k}": v for k, v in (cfg.get("train") or {}).items() if not isinstance(v, list)})
-    for name in ("method_params", "kd_params"):  # declared hyperparameters: one column each
-        row.update({f"{name}.{k}": v for k, v in (cfg.get(name) or {}).items()})
+    for name in ("method_params", "kd_params", "data", "teacher_checkpoint"):  # one column per entry
+        row.update({f"{name}.{k}": v for k, v in (cfg.get(name) or {}).items() if not isinstance(v, (dict, list))})
     row["key"] = record["key"]
     row["status"] = record["status"]
     res = record.get("result") or {}
@@ -21,6 +21,7 @@ def flatten(record: dict, requested: Optional[Any] = None) -> dict:
         row[k] = res.get(k)
     for k in ("n_train", "n_full", "noisy_kept", "teacher_acc", "error"):
         row[k] = record.get(k)
+    row.update({k: record[k] for k in ("n_test", "data_source") if k in record})  # streamed folders' records
     row["kd"] = cfg.get("alpha", 0) > 0
     for k, v in (record.get("runtime") or {}).items():  # what ran (precision, device, CPU, threads): not keyed
         row[f"runtime.{k}"] = v

@@ -90,6 +90,15 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file's content, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _record_checksum(record: dict) -> str:
     """SHA-256 of a record's canonical JSON (without its ``checksum``): catches a record corrupted in place."""
     return _sha256(json.dumps(canonical(record), sort_keys=True, separators=(",", ":")).encode())

@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import DATASETS, ImageData, load_dataset
+from .imagenet import FolderData, FolderSpec, find_split_root, load_folder_spec
 from .distill import KD_LOSSES, make_kd_loss
 from .models import MODELS, build_model
 from .prune import METHODS, ProxyConfig, ScoreContext
@@ -26,9 +27,10 @@ from .store import Store, canonical, config_key
 from .precision import runtime_info
 from .processes import ProcessGroup
 from .seeds import subset_rng, teacher_subset_rng
-from .train import TrainConfig, TrainingDiverged, resolve_device, train
+from .train import TrainConfig, TrainingDiverged, held_out_accuracy, resolve_device, train
 from .validate import (check_bool, check_config, check_fraction, check_name, check_number, check_positive, check_seed,
                        check_unit_interval, from_plain, normalise, optional)
+from .weights import WeightsFile
 from .alpha_rule import check_alpha, resolve_alpha
 from .executors import check_executor, run_once, run_parallel, run_torchrun
 from .lockstep import group_key, run_group
@@ -44,6 +46,38 @@ def _check_params(value: Any, parameter: str, owner: Any) -> Params:
     return Params(owner.hyperparameters(value) if value else {})
 
 
+FOLDER = "image_folder"  # the dataset of runs that stream an image folder (``data``: a FolderSpec)
+STREAMED_METHOD = "random"  # the only selection streamed data allow (a scorer needs the whole dataset in memory)
+
+
+def _check_dataset(value: Any, parameter: str) -> str:
+    if value == FOLDER or (isinstance(value, str) and value in DATASETS.names()):
+        return value
+    raise ValueError(f"unknown {parameter} {value!r}; allowed values for {parameter!r}: "
+                     f"{', '.join(sorted([*DATASETS.names(), FOLDER]))}")
+
+
+def _check_weights(value: Any, parameter: str) -> WeightsFile:
+    if isinstance(value, WeightsFile):
+        return value
+    try:
+        return WeightsFile.from_dict(value)
+    except ValueError as err:
+        raise ValueError(f"{parameter}: {err}" if not str(err).startswith(parameter) else str(err)) from None
+
+
+def _optional_identity(d: dict, cfg: Any, names: Sequence[str]) -> dict:
+    """``d`` with each field of ``names`` left out when unset (so configs without it keep their earlier keys) and
+    replaced by its spec's identity (content hashes, not paths) when set."""
+    for name in names:
+        spec = getattr(cfg, name)
+        if spec is None:
+            d.pop(name, None)
+        else:
+            d[name] = spec.identity()
+    return d
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """One student run. ``fraction`` is the fraction of the training set kept; ``alpha`` weighs the KD term.
@@ -55,6 +89,12 @@ class RunConfig:
     (``kdlib.alpha_rule``); it is provenance only and not part of the run's key. ``method_params`` and
     ``kd_params`` override hyperparameters the pruning method (and its scorer) and the KD loss declare when they
     register; the resolved config holds every declared value, so each is part of the run's key.
+
+    ``dataset="image_folder"`` streams the image folder ``data`` names (a ``kdlib.imagenet.FolderSpec``: the
+    key holds its content fingerprint and crop, not its path or loader speed knobs); such runs keep a random
+    subset (``method`` must be ``"random"``) and take no label noise. ``teacher_checkpoint`` (a path, or a
+    ``kdlib.weights.WeightsFile``) distils from a state-dict file instead of training the teacher; keyed by the
+    file's SHA-256. Both fields are left out of the key when unset, so in-memory runs keep their keys.
     """
 
     dataset: str = "digits"
@@ -77,13 +117,15 @@ class RunConfig:
     alpha_rule: Optional[str] = None
     method_params: Mapping[str, Any] = field(default_factory=Params)
     kd_params: Mapping[str, Any] = field(default_factory=Params)
+    data: Optional[FolderSpec] = None
+    teacher_checkpoint: Optional[WeightsFile] = None
 
     def __post_init__(self) -> None:
         if check_alpha(self.alpha) == "auto":
             raise ValueError("alpha='auto' is resolved before a RunConfig is built: use expand_grid(base, axes, "
                              "store=...) or kdlib.alpha_rule.resolve_auto_alpha(configs, store)")
         normalise(self, {
-            "dataset": DATASETS.check,
+            "dataset": _check_dataset,
             "model": MODELS.check,
             "teacher": optional(MODELS.check),
             "method": METHODS.check,
@@ -103,14 +145,27 @@ class RunConfig:
             "alpha_rule": optional(check_name),
             "method_params": lambda v, n: _check_params(v, n, METHODS.get(self.method)),
             "kd_params": lambda v, n: _check_params(v, n, KD_LOSSES.get(self.kd_loss)),
+            "data": optional(partial(check_config, config=FolderSpec)),
+            "teacher_checkpoint": optional(_check_weights),
         })
         if self.alpha > 0 and self.teacher is None:
             raise ValueError(f"alpha={self.alpha} > 0 needs a teacher; set teacher to one of: {', '.join(MODELS.names())}")
+        if (self.dataset == FOLDER) != (self.data is not None):
+            raise ValueError(f"data (a FolderSpec: root, image_size, crop_scale, ...) is set exactly when "
+                             f"dataset={FOLDER!r}; got dataset={self.dataset!r}, data={self.data!r}")
+        if self.data is not None:
+            if self.method != STREAMED_METHOD:
+                raise ValueError(f"method must be {STREAMED_METHOD!r} for dataset={FOLDER!r} (streamed data: a "
+                                 f"scorer needs the whole dataset in memory), got {self.method!r}")
+            if self.label_noise:
+                raise ValueError(f"label_noise must be 0 for dataset={FOLDER!r} (its labels are its class "
+                                 f"folders), got {self.label_noise!r}")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
         """Builds a config from flat parameters (as in a YAML file), naming any unknown key."""
-        return from_plain(cls, d, {"train": TrainConfig, "teacher_train": TrainConfig, "proxy": ProxyConfig})
+        return from_plain(cls, d, {"train": TrainConfig, "teacher_train": TrainConfig, "proxy": ProxyConfig,
+                                   "data": FolderSpec})
 
     @property
     def uses_teacher(self) -> bool:
@@ -123,10 +178,12 @@ class RunConfig:
                                    "teacher_fraction": float(self.teacher_fraction)}
         if not self.uses_teacher:
             changes.update(teacher=None, teacher_fraction=1.0, teacher_train=None, tau=4.0, kd_loss="kd",
-                           kd_params={})
+                           kd_params={}, teacher_checkpoint=None)
         else:
             changes["kd_params"] = KD_LOSSES.get(self.kd_loss).hyperparameters(self.kd_params)
-            if self.teacher_train is None:
+            if self.teacher_checkpoint is not None:  # loaded, not trained
+                changes.update(teacher_fraction=1.0, teacher_train=None)
+            elif self.teacher_train is None:
                 changes["teacher_train"] = self.train
         if self.fraction == 1.0:
             changes.update(method="random", class_balanced=False, method_params={})
@@ -142,12 +199,13 @@ class RunConfig:
         """What the run's key hashes (and its record carries): the resolved config, in canonical form, without
         provenance (``alpha_rule``); hyperparameter fields only when the method or loss declares some, so a run
         without any keeps its earlier key."""
-        d = canonical(self.resolved())
+        r = self.resolved()
+        d = canonical(r)
         d.pop("alpha_rule", None)
         for name in ("method_params", "kd_params"):
             if not d[name]:
                 d.pop(name)
-        return d
+        return _optional_identity(d, r, ("data", "teacher_checkpoint"))
 
     def key(self) -> str:
         """The run's store key: the hash of ``identity()``."""
@@ -175,36 +233,53 @@ LOSS_FIELDS = ("alpha", "tau", "kd_loss", "kd_params", "teacher", "teacher_fract
 
 @dataclass(frozen=True)
 class TeacherConfig:
-    """A teacher: trained once per (dataset, model, seed, recipe, data fraction, label noise) and reused."""
+    """A teacher: trained once per (dataset, model, seed, recipe, data fraction, label noise) and reused, under
+    ``teachers/`` in the store. ``data`` names a streamed image folder (``dataset="image_folder"``);
+    ``checkpoint`` a state-dict file the teacher is loaded from instead of trained (``train`` is then None)."""
 
     dataset: str
     model: str
     seed: int
-    train: TrainConfig
+    train: Optional[TrainConfig]
     fraction: float = 1.0
     label_noise: float = 0.0
     noise_seed: int = 0
+    data: Optional[FolderSpec] = None
+    checkpoint: Optional[WeightsFile] = None
 
     def __post_init__(self) -> None:
         normalise(self, {
-            "dataset": DATASETS.check,
+            "dataset": _check_dataset,
             "model": MODELS.check,
             "seed": check_seed,
-            "train": partial(check_config, config=TrainConfig),
+            "train": optional(partial(check_config, config=TrainConfig)),
             "fraction": check_fraction,
             "label_noise": partial(check_number, low=0, high=1, high_open=True),
             "noise_seed": check_seed,
+            "data": optional(partial(check_config, config=FolderSpec)),
+            "checkpoint": optional(_check_weights),
         })
+        if (self.train is None) == (self.checkpoint is None):
+            raise ValueError("a teacher is trained (train: a TrainConfig) or loaded (checkpoint: a WeightsFile), "
+                             "exactly one of the two")
+        if (self.dataset == FOLDER) != (self.data is not None):
+            raise ValueError(f"data is set exactly when dataset={FOLDER!r}")
 
     @classmethod
     def of(cls, run: RunConfig) -> "TeacherConfig":
         r = run.resolved()
-        assert r.teacher is not None and r.teacher_train is not None
-        return cls(r.dataset, r.teacher, r.seed, r.teacher_train, r.teacher_fraction, r.label_noise, r.noise_seed)
+        assert r.teacher is not None and (r.teacher_train is not None or r.teacher_checkpoint is not None)
+        return cls(r.dataset, r.teacher, r.seed, r.teacher_train, r.teacher_fraction, r.label_noise, r.noise_seed,
+                   r.data, r.teacher_checkpoint)
+
+    def identity(self) -> dict:
+        """What the key hashes: the fields, with ``data`` and ``checkpoint`` as their content identities, each
+        left out when unset (a teacher on in-memory data keeps its earlier key)."""
+        return _optional_identity(canonical(self), self, ("data", "checkpoint"))
 
     def key(self) -> str:
         """The teacher's store key (under ``teachers/``)."""
-        return config_key(self)
+        return config_key(self.identity())
 
 
 @dataclass(frozen=True)
@@ -331,6 +406,7 @@ class Study:
         self.device = self.group.device
         self.data_root = data_root
         self.progress = progress
+        self._folders: dict[FolderSpec, FolderData] = {}
 
     # --- the process group: rank 0 decides and writes, every rank gets the answer --------------------------
     def _lock(self, kind: str, key: str):
@@ -345,11 +421,20 @@ class Study:
         return self.group.broadcast(canonical(self.store.put(kind, key, record)) if self.group.main else None)
 
     # --- inputs ---------------------------------------------------------------------------------------------
-    def data(self, name: str) -> ImageData:
-        return load_dataset(name, self.data_root)
+    def data(self, source: str | RunConfig | TeacherConfig) -> ImageData | FolderData:
+        """A dataset by name (in memory), or the data of a run or teacher: its streamed folder (listed once per
+        study) when it has one."""
+        spec = None if isinstance(source, str) else source.data
+        if spec is None:
+            return load_dataset(source if isinstance(source, str) else source.dataset, self.data_root)
+        if spec not in self._folders:
+            self._folders[spec] = load_folder_spec(spec)
+        return self._folders[spec]
 
     def labels(self, cfg: RunConfig | TeacherConfig) -> tuple[torch.Tensor, np.ndarray]:
-        data = self.data(cfg.dataset)
+        data = self.data(cfg)
+        if isinstance(data, FolderData):  # no label noise on streamed data (RunConfig checks)
+            return torch.as_tensor(data.labels), np.zeros(data.n_train, dtype=bool)
         return noisy_labels(data.y_train, cfg.label_noise, data.num_classes, cfg.noise_seed)
 
     def scores(self, cfg: RunConfig) -> dict[str, np.ndarray]:
@@ -384,7 +469,7 @@ class Study:
     def subset(self, cfg: RunConfig) -> np.ndarray:
         """Indices kept by the run's method: exactly round(f*N), reproducible from the seed."""
         r = cfg.resolved()
-        data = self.data(r.dataset)
+        data = self.data(r)
         if r.fraction == 1.0:
             return np.arange(data.n_train)
         labels, _ = self.labels(r)
@@ -392,9 +477,10 @@ class Study:
                              r.method_params)
 
     def teacher(self, cfg: TeacherConfig) -> tuple[torch.nn.Module, dict]:
-        """The trained teacher and its record, from the store or trained now (once, under a lock)."""
+        """The trained teacher and its record, from the store or trained now (once, under a lock); a teacher
+        with a ``checkpoint`` is loaded from its file (and its accuracy measured) instead."""
         key = cfg.key()
-        data = self.data(cfg.dataset)
+        data = self.data(cfg)
         with self._lock("teachers", key):
             rec = self._done("teachers", key)
             torch.manual_seed(cfg.seed)  # the initial weights must not depend on what ran before in this process
@@ -404,6 +490,8 @@ class Study:
                 if self.group.broadcast(state is not None):
                     model.load_state_dict(state)
                     return model.eval(), rec
+            if cfg.checkpoint is not None:
+                return self._loaded_teacher(cfg, key, model, data)
             labels, _ = self.labels(cfg)
             torch.manual_seed(cfg.seed)
             idx = None
@@ -424,6 +512,19 @@ class Study:
                 slot.clear()
             return model.eval(), rec
 
+    def _loaded_teacher(self, cfg: TeacherConfig, key: str, model: torch.nn.Module,
+                        data: ImageData | FolderData) -> tuple[torch.nn.Module, dict]:
+        """A teacher from its state-dict file (SHA-256 checked), its test accuracy measured, kept under
+        ``teachers/`` like a trained one."""
+        cfg.checkpoint.load_into(model)
+        acc = held_out_accuracy(model, data, self.group)
+        sha = None
+        if self.group.main:
+            sha = self.store.save_state("teachers", key, {k: v.cpu() for k, v in model.state_dict().items()})
+        rec = self._put("teachers", key, {"status": "done", "config": cfg, "sha256": sha,
+                                          "source": cfg.checkpoint.path, "result": {"final_acc": acc}})
+        return model.eval(), rec
+
     # --- runs ---------------------------------------------------------------------------------------------
     def run(self, cfg: RunConfig) -> dict:
         """The run's record: read from the store when finished, else computed and written. Any error inside the
@@ -436,7 +537,7 @@ class Study:
             return rec
         slot = self.store.checkpoint("runs", key, r, self.checkpoint_every)  # an interrupted run resumes from its last epoch
         try:
-            data = self.data(r.dataset)
+            data = self.data(r)
             indices = self.subset(r)
             labels, noisy = self.labels(r)
             teacher, teacher_rec = (None, None)
@@ -469,6 +570,7 @@ class Study:
             "teacher_key": None if teacher_rec is None else teacher_rec["key"],
             "device": str(self.device), "torch": torch.__version__, "world_size": self.group.world,
             "runtime": runtime_info(self.device, r.train.precision),
+            **({"n_test": len(data.val), "data_source": data.source} if isinstance(data, FolderData) else {}),
         }
 
 
@@ -564,8 +666,10 @@ def preflight(configs: Sequence[RunConfig], store: Store | str, device: str = "a
     store.check_writable()
     check_device(device)
     if check_data:
-        for name in sorted({c.dataset for c in configs}):
+        for name in sorted({c.dataset for c in configs if c.data is None}):
             load_dataset(name, data_root)  # a FileNotFoundError that says where it looked and how to download
+        for root in sorted({c.data.root for c in configs if c.data is not None}):
+            find_split_root(root)  # the folder of a streamed run: a FileNotFoundError saying where it looked
     return store
 
 
@@ -622,6 +726,8 @@ def _run_grid_lockstep(study: Study, configs: Sequence[RunConfig], todo: list[in
     import pandas as pd
 
     check_positive(max_group, "lockstep", integer=True)
+    if any(c.data is not None for c in configs):
+        raise ValueError(f"lockstep trains in-memory datasets; dataset={FOLDER!r} runs take lockstep=False")
     groups: dict[str, list[int]] = {}
     for i in todo:
         groups.setdefault(group_key(configs[i]), []).append(i)
@@ -647,7 +753,7 @@ def current(record: dict) -> bool:
     for a run (its key is no longer asked for) and ``load_records`` leaves it out."""
     try:
         return RunConfig.from_dict(record["config"]).key() == record["key"]
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, OSError):
         return False
 
 

@@ -3,7 +3,7 @@
 ``run_loop`` owns the schedule, the epoch's losses, divergence detection, evaluation, ``epoch_hook`` and
 checkpoint/resume; what varies is plugged in: a *batch source* (``MemoryBatches``: in-memory uint8 tensors
 gathered, augmented and normalised as whole batches on the device, optionally sharded over DDP processes;
-``kdlib.distributed`` adds a DataLoader over an image folder) and a *step* (``ModelSteps``: one model, or K models
+``kdlib.imagenet.FolderSource``: a DataLoader over an image folder) and a *step* (``ModelSteps``: one model, or K models
 in lockstep, each with its optimiser and loss scaler, teachers as BatchNorm-folded inference copies;
 ``kdlib.lockstep.StackedSteps``: K models as one wide network). ``train`` is the single-model case.
 """
@@ -385,6 +385,24 @@ class MemoryBatches:
         return mean_losses(loss_sum, n_batches, self.world)
 
 
+def batch_source(data: Any, cfg: TrainConfig, seed: int, group: ProcessGroup,
+                 indices: Optional[Sequence[int] | np.ndarray] = None,
+                 labels: Optional[torch.Tensor] = None) -> BatchSource:
+    """The batches of ``data`` for a run: ``MemoryBatches`` for an in-memory ``ImageData``; a streamed dataset
+    (``kdlib.imagenet.FolderData``) brings its own (``data.batches``)."""
+    if isinstance(data, ImageData):
+        return MemoryBatches(data, cfg, seed, group.device, indices, labels, group.rank, group.world)
+    return data.batches(cfg, seed, group, indices, labels)
+
+
+def held_out_accuracy(model: nn.Module, data: Any, group: ProcessGroup, precision: str = "auto") -> float:
+    """Top-1 accuracy (%) of ``model`` on the test split of ``data`` (in memory, or a streamed folder's val)."""
+    model.to(group.device)
+    if isinstance(data, ImageData):
+        return evaluate(model, data, group.device, precision)
+    return data.evaluator(group).evaluate(model, precision)
+
+
 def _rows_of_test(data: ImageData, rows: torch.Tensor) -> ImageData:
     """``data`` with only the test rows ``rows`` (a view for sharded evaluation)."""
     return dataclasses.replace(data, x_test=data.x_test[rows], y_test=data.y_test[rows])
@@ -607,7 +625,7 @@ def run_loop(step: Step, source: BatchSource, cfg: TrainConfig, *, evaluate_test
 
 def train(
     model: nn.Module,
-    data: ImageData,
+    data: ImageData | Any,
     cfg: TrainConfig,
     *,
     indices: Optional[Sequence[int] | np.ndarray] = None,
@@ -624,6 +642,7 @@ def train(
     group: Optional[ProcessGroup] = None,
 ) -> TrainResult:
     """Trains ``model`` in place on ``data`` (rows ``indices``, default all) and returns what it measured.
+    ``data`` is an in-memory ``ImageData`` or a streamed image folder (``kdlib.imagenet.FolderData``).
 
     ``loss_fn(student_logits, teacher_logits, y)`` defaults to cross-entropy; the teacher (an inference copy,
     BatchNorm folded) runs on the same augmented batch only when given. ``labels`` overrides ``data.y_train``
@@ -636,7 +655,7 @@ def train(
     group = group or ProcessGroup(device=resolve_device(device))
     device = group.device
     slot = FileCheckpoint(Path(checkpoint)) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
-    source = MemoryBatches(data, cfg, seed, device, indices, labels, group.rank, group.world)
+    source = batch_source(data, cfg, seed, group, indices, labels)
     step = ModelSteps([model], [loss_fn], [teacher], cfg, device, wrap=group.wrap)
     (result,) = run_loop(step, source, cfg, evaluate_test=evaluate_test, epoch_hook=epoch_hook, checkpoint=slot,
                          desc=desc, progress=progress, main=group.main, device=device)

@@ -30,7 +30,7 @@ def legacy_identity(kind: str, key: str, record: dict) -> Optional[Any]:
         if kind == "runs" and set(cfg) <= set(GRID_AXES):
             ident: Any = RunConfig.from_dict(cfg).identity()
         elif kind == "teachers":
-            ident = canonical(TeacherConfig(**cfg))
+            ident = TeacherConfig(**cfg).identity()
         elif kind == "scores" and set(cfg) == SCORE_FIELDS:
             ident = canonical({**cfg, "proxy": ProxyConfig.from_dict(cfg["proxy"]), "seed": check_seed(cfg["seed"]),
                                "label_noise": check_number(cfg["label_noise"], "label_noise", low=0, high=1,
