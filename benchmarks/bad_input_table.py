@@ -49,6 +49,12 @@ def _config(**kw) -> Callable[[Path], None]:
     return run
 
 
+def _missing_folder(tmp: Path) -> None:
+    from kdlib.study import RunConfig
+
+    RunConfig.from_dict({"dataset": "image_folder", "data": {"root": str(tmp)}})
+
+
 def _train(**kw) -> Callable[[Path], None]:
     def run(tmp: Path) -> None:
         from kdlib.train import TrainConfig
@@ -341,6 +347,16 @@ CASES = [
          _seeds_by_method, r"seeds_by_method names \['radnom'\], which are not in methods; allowed: random, el2n"),
     Case("unknown run parameter", 'RunConfig.from_dict({"fractoin": 0.5})', _config(fractoin=0.5), r"unknown run parameter\(s\) \['fractoin'\]; allowed: "),
     Case("unknown train parameter", 'RunConfig.from_dict({"train": {"epoch": 3}})', _config(train={"epoch": 3}), r"unknown train parameter\(s\) \['epoch'\]; allowed: "),
+    Case("unknown method hyperparameter", 'RunConfig(method="ccs", fraction=0.5, method_params={"stratas": 5})', _config(method="ccs", fraction=0.5, method_params={"stratas": 5}), r"method_params \['stratas'\] are not hyperparameters of method 'ccs'; allowed: cal_neighbours, strata"),
+    Case("hyperparameter of a method without any", 'RunConfig(method="random", fraction=0.5, method_params={"strata": 5})', _config(method="random", fraction=0.5, method_params={"strata": 5}), r"method_params \['strata'\] are not hyperparameters of method 'random'; allowed: none"),
+    Case("method hyperparameter not whole", 'RunConfig(method="ccs", fraction=0.5, method_params={"strata": 2.5})', _config(method="ccs", fraction=0.5, method_params={"strata": 2.5}), r"method_params.strata of method 'ccs' must be a finite integer like its default 50, got 2.5"),
+    Case("method_params not a mapping", 'RunConfig(method="ccs", fraction=0.5, method_params=50)', _config(method="ccs", fraction=0.5, method_params=50), r"method_params must be a mapping of hyperparameter names to values, got 50"),
+    Case("unknown KD-loss hyperparameter", 'RunConfig(kd_loss="kd", alpha=0.5, teacher=..., kd_params={"beta": 1.0})', _config(kd_loss="kd", alpha=0.5, teacher="convnet_small", kd_params={"beta": 1.0}), r"kd_params \['beta'\] are not hyperparameters of kd_loss 'kd'; allowed: none"),
+    Case("KD-loss hyperparameter a word", 'RunConfig(kd_loss="dkd", alpha=0.5, teacher=..., kd_params={"beta": "high"})', _config(kd_loss="dkd", alpha=0.5, teacher="convnet_small", kd_params={"beta": "high"}), r"kd_params.beta of kd_loss 'dkd' must be a finite number like its default 8.0, got 'high'"),
+    Case("image folder without its folder", 'RunConfig(dataset="image_folder")', _config(dataset="image_folder"), r"data \(a FolderSpec: root, image_size, crop_scale, ...\) is set exactly when dataset='image_folder'"),
+    Case("scored method on streamed data", 'RunConfig(dataset="image_folder", data=..., method="el2n", fraction=0.5)', _config(dataset="image_folder", data={"root": "/data/imagenet", "fingerprint": "0123456789abcdef"}, method="el2n", fraction=0.5), r"method must be 'random' for dataset='image_folder' \(streamed data: a scorer needs the whole dataset in memory\), got 'el2n'"),
+    Case("image folder that is not there", 'RunConfig(dataset="image_folder", data={"root": <empty folder>})', _missing_folder, r"no ImageNet-layout folder \(train/<class>/\*, val/<class>/\*\) found; looked in:", "FileNotFoundError"),
+    Case("teacher checkpoint that is not there", 'RunConfig(alpha=0.5, teacher=..., teacher_checkpoint="missing.pt")', _config(alpha=0.5, teacher="convnet_small", teacher_checkpoint="missing.pt"), r"teacher_checkpoint: no file at 'missing.pt'"),
     Case("fraction 0", "RunConfig(fraction=0)", _config(fraction=0), r"fraction must lie in \(0, 1\] \(the fraction of data kept\), got 0"),
     Case("fraction above 1", "RunConfig(fraction=1.5)", _config(fraction=1.5), r"fraction must lie in \(0, 1\]"),
     Case("fraction not a number", 'RunConfig(fraction="half")', _config(fraction="half"), r"fraction must be a number in \(0, 1\] \(the fraction of data kept\), got 'half'"),

@@ -30,10 +30,15 @@ NAMED_KINDS = frozenset({"alpha_rules"})  # record kinds keyed by a name, not by
 CHECKPOINT_GENERATIONS = 2  # a damaged newest checkpoint falls back to the one before
 
 
+OMIT_IF_NONE = "omit_if_none"  # dataclass field metadata: left out of the canonical form while None
+
+
 def canonical(obj: Any) -> Any:
-    """A JSON-ready, order-stable form of dataclasses, tuples, numpy scalars and dicts."""
+    """A JSON-ready, order-stable form of dataclasses, tuples, numpy scalars and dicts. A dataclass field marked
+    ``metadata={OMIT_IF_NONE: True}`` is left out while None, so a field added later keeps earlier keys."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: canonical(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: canonical(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if not (f.metadata.get(OMIT_IF_NONE) and getattr(obj, f.name) is None)}
     if isinstance(obj, dict):
         return {str(k): canonical(v) for k, v in sorted(obj.items())}
     if isinstance(obj, (list, tuple)):

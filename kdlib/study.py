@@ -23,7 +23,7 @@ from .models import MODELS, build_model
 from .prune import METHODS, ProxyConfig, ScoreContext
 from .registry import Params
 from .records import flatten
-from .store import Store, canonical, config_key
+from .store import OMIT_IF_NONE, Store, canonical, config_key
 from .precision import runtime_info
 from .processes import ProcessGroup
 from .seeds import subset_rng, teacher_subset_rng
@@ -66,15 +66,12 @@ def _check_weights(value: Any, parameter: str) -> WeightsFile:
         raise ValueError(f"{parameter}: {err}" if not str(err).startswith(parameter) else str(err)) from None
 
 
-def _optional_identity(d: dict, cfg: Any, names: Sequence[str]) -> dict:
-    """``d`` with each field of ``names`` left out when unset (so configs without it keep their earlier keys) and
-    replaced by its spec's identity (content hashes, not paths) when set."""
+def _spec_identities(d: dict, cfg: Any, names: Sequence[str]) -> dict:
+    """``d`` with each set field of ``names`` replaced by its spec's identity (content hashes, not paths); unset,
+    they are already left out of the canonical form (``OMIT_IF_NONE``), so earlier keys stay."""
     for name in names:
-        spec = getattr(cfg, name)
-        if spec is None:
-            d.pop(name, None)
-        else:
-            d[name] = spec.identity()
+        if getattr(cfg, name) is not None:
+            d[name] = getattr(cfg, name).identity()
     return d
 
 
@@ -117,8 +114,8 @@ class RunConfig:
     alpha_rule: Optional[str] = None
     method_params: Mapping[str, Any] = field(default_factory=Params)
     kd_params: Mapping[str, Any] = field(default_factory=Params)
-    data: Optional[FolderSpec] = None
-    teacher_checkpoint: Optional[WeightsFile] = None
+    data: Optional[FolderSpec] = field(default=None, metadata={OMIT_IF_NONE: True})
+    teacher_checkpoint: Optional[WeightsFile] = field(default=None, metadata={OMIT_IF_NONE: True})
 
     def __post_init__(self) -> None:
         if check_alpha(self.alpha) == "auto":
@@ -205,7 +202,7 @@ class RunConfig:
         for name in ("method_params", "kd_params"):
             if not d[name]:
                 d.pop(name)
-        return _optional_identity(d, r, ("data", "teacher_checkpoint"))
+        return _spec_identities(d, r, ("data", "teacher_checkpoint"))
 
     def key(self) -> str:
         """The run's store key: the hash of ``identity()``."""
@@ -244,8 +241,8 @@ class TeacherConfig:
     fraction: float = 1.0
     label_noise: float = 0.0
     noise_seed: int = 0
-    data: Optional[FolderSpec] = None
-    checkpoint: Optional[WeightsFile] = None
+    data: Optional[FolderSpec] = field(default=None, metadata={OMIT_IF_NONE: True})
+    checkpoint: Optional[WeightsFile] = field(default=None, metadata={OMIT_IF_NONE: True})
 
     def __post_init__(self) -> None:
         normalise(self, {
@@ -275,7 +272,7 @@ class TeacherConfig:
     def identity(self) -> dict:
         """What the key hashes: the fields, with ``data`` and ``checkpoint`` as their content identities, each
         left out when unset (a teacher on in-memory data keeps its earlier key)."""
-        return _optional_identity(canonical(self), self, ("data", "checkpoint"))
+        return _spec_identities(canonical(self), self, ("data", "checkpoint"))
 
     def key(self) -> str:
         """The teacher's store key (under ``teachers/``)."""

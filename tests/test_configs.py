@@ -6,10 +6,12 @@ import re
 import numpy as np
 import pytest
 
+from kdlib.imagenet import FolderSpec
 from kdlib.prune import ProxyConfig
 from kdlib.store import config_key
 from kdlib.study import RunConfig, TeacherConfig
 from kdlib.train import TrainConfig
+from kdlib.weights import WeightsFile
 
 NAN, INF = float("nan"), float("inf")
 
@@ -33,11 +35,18 @@ FIELDS = {
         "label_noise": ("0.1", 1.0), "noise_seed": ("0", -1), "train": (5, {"lr": -1}),
         "teacher_train": (5, {"epochs": 0}), "proxy": (5, {"n_models": 0}), "alpha_rule": (5, ""),
         "method_params": (5, {"strata": 1}), "kd_params": ("beta", {"beta": 1.0}),
+        "data": (5, {"root": ""}), "teacher_checkpoint": (5, "missing.pt"),
     }),
     TeacherConfig: ({"dataset": "digits", "model": "convnet_small", "seed": 0, "train": TrainConfig(epochs=1)}, {
         "dataset": (5, "mnist"), "model": (5, "vgg16"), "seed": ("0", -1), "train": (5, {"epochs": 0}),
         "fraction": ("0.2", 1.5), "label_noise": ("0.1", 1.0), "noise_seed": (0.5, 2**32),
+        "data": (5, {"root": ""}), "checkpoint": (5, "missing.pt"),
     }),
+    FolderSpec: ({"root": "/data/imagenet", "fingerprint": "0123456789abcdef"}, {
+        "root": (5, ""), "image_size": ("224", 0), "crop_scale": (5, (0.5, 0.1)), "workers": ("8", -1),
+        "eval_batch_size": ("256", 0), "fingerprint": (5, "not-hex"),
+    }),
+    WeightsFile: ({"path": "teacher.pt", "sha256": "0" * 64}, {"path": (5, ""), "sha256": (5, "abc")}),
 }
 CASES = [(cls, name, which, values[i]) for cls, (_, fields) in FIELDS.items() for name, values in fields.items()
          for i, which in enumerate(("wrong type", "bad value"))]
@@ -97,8 +106,8 @@ def test_equal_experiments_have_equal_keys(a, b):
 
 def test_teacher_keys_are_canonical():
     t = dict(dataset="digits", model="convnet_small", train=TrainConfig(epochs=1))
-    assert config_key(TeacherConfig(seed=np.int64(0), label_noise=0, fraction=1, **t)) == \
-        config_key(TeacherConfig(seed=0, label_noise=0.0, fraction=1.0, **t))
+    assert TeacherConfig(seed=np.int64(0), label_noise=0, fraction=1, **t).key() == \
+        TeacherConfig(seed=0, label_noise=0.0, fraction=1.0, **t).key()
 
 
 def test_normalised_values_have_canonical_types():
