@@ -43,3 +43,13 @@ def as_format_1():
         path.write_text(json.dumps(rec, indent=1))
 
     return rewrite
+
+
+@pytest.fixture(scope="session")
+def digits_folder(tmp_path_factory):
+    """sklearn digits written in ImageNet's folder layout (8 train / 4 val images per class, 16px JPEGs), once per
+    session; a test that changes files works on a copy."""
+    from kdlib.imagenet import export_image_folder
+
+    return export_image_folder("digits", tmp_path_factory.mktemp("folders") / "digits", per_class=8, image_size=16,
+                               val_per_class=4)

@@ -125,13 +125,6 @@ def test_subset_seeds_balance_and_study_agreement(tmp_path):
         assert np.array_equal(subset_indices(digits.y_train.numpy(), 0.3, seed), expected)
 
 
-def test_methods_with_scores_are_refused_on_streamed_data():
-    from kdlib.distributed import DistConfig
-
-    with pytest.raises(ValueError, match="method must be 'random' on streamed data"):
-        DistConfig(data_root="/data", method="el2n")
-
-
 def test_export_image_folder_writes_real_images(tmp_path):
     from kdlib.data import load_dataset
 
