@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 from . import stats
@@ -28,6 +29,21 @@ def paired_difference(df: pd.DataFrame, by: Sequence[str], column: str, treated:
         raise ValueError(f"{column!r} needs both {treated!r} and {control!r} in the table; has {list(wide.columns)}")
     diff = (wide[treated] - wide[control]).dropna().rename("diff").reset_index()
     return _diff_table(diff, list(by))
+
+
+def paired_against(df: pd.DataFrame, control: Mapping[str, object], by: Sequence[str], value: str = "final_acc",
+                   per_seed: bool = False) -> pd.DataFrame:
+    """Every finished row that is not the control, minus the control row of its seed (the control: the rows whose
+    columns equal ``control``, e.g. full data without KD), summarised per ``by`` group like ``paired_difference``;
+    with ``per_seed`` the paired differences themselves (``by``, seed, ``diff``)."""
+    done = df[df["status"] == "done"]
+    is_control = np.logical_and.reduce([done[k] == v for k, v in control.items()])
+    base = done[is_control].groupby("seed")[value].mean().rename("baseline")
+    rest = done[~is_control].merge(base, left_on="seed", right_index=True, how="inner")
+    rest = rest.assign(diff=rest[value] - rest["baseline"])
+    if per_seed:
+        return rest[[*by, "seed", "diff"]].reset_index(drop=True)
+    return _diff_table(rest, list(by))
 
 
 def save_table(df: pd.DataFrame, out_dir: str | Path, name: str) -> Path:
