@@ -269,3 +269,18 @@ def test_torchrun_image_folder_with_kd(tmp_path):
     assert "NOT ImageNet" in rec["data_source"] and rec["config"]["data"]["fingerprint"]
     teacher = Store(store).done("teachers", rec["teacher_key"])
     assert teacher["result"]["steps"] == 2 * 10 and "sha256" in teacher
+
+
+def test_records_of_the_earlier_image_folder_config_are_left_out(digits_folder, store, put_record, tmp_path,
+                                                                  one_thread):
+    """A DistConfig record (kdlib before image-folder runs were RunConfigs: its config held data_root, data_id,
+    workers) is never served: load_records leaves it out, with a warning, beside today's record of the same run."""
+    from kdlib.study import load_records
+
+    old = {"dataset": "image_folder", "data_root": str(digits_folder), "image_size": 16, "model": "convnet_small",
+           "method": "random", "fraction": 1.0, "alpha": 0.0, "seed": 0, "data_id": "image_folder:0123456789abcdef"}
+    put_record(old, result={"final_acc": 99.0})
+    Study(store, device="cpu", progress=False).run(folder_run(digits_folder))
+    with pytest.warns(UserWarning, match="1 run record"):
+        table = load_records(store)
+    assert table["key"].tolist() == [folder_run(digits_folder).key()]
