@@ -94,3 +94,15 @@ def test_data_and_the_loop_know_nothing_of_pruning_or_grids(module):
     above = {"kdlib.prune", "kdlib.study", "kdlib.executors", "kdlib.lockstep", "kdlib.alpha_rule",
              "kdlib.distributed"}
     assert not {m for m in reachable(module) if m.split(".")[:2] == ["kdlib", "prune"] or m in above}
+
+
+def test_importing_the_executors_leaves_torch_unloaded():
+    """A driver that only schedules (kdlib.executors) does not pay torch's start-up; workers import it."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import sys, kdlib.executors; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE.parent,
+                         env={**os.environ, "PYTHONPATH": str(PACKAGE.parent)}, check=True)
+    assert out.stdout.strip() == "False"
