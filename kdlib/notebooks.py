@@ -5,6 +5,10 @@ writing the executed copy to ``outputs/<profile>/<name>.ipynb`` and printing eac
 A notebook whose inputs (the notebook, its parameter file, kdlib's source and, for the results browser, the
 store's list of records) are unchanged since its last successful run is skipped; ``--force`` re-runs it. Every
 run, teacher and score is cached in the store anyway: a re-run recomputes nothing, it only redraws.
+
+``--smoke`` runs the profile's notebooks with the same models, methods, recipes, executors and launches on tiny
+synthetic data in the real file formats (``kdlib.smoke``), one epoch per run, in minutes on a CPU; everything it
+writes (data, store, executed notebooks, tables, figures) goes to ``outputs/<profile>-smoke/``, labelled smoke.
 """
 from __future__ import annotations
 
@@ -124,29 +128,48 @@ def worker_startup_seconds() -> float:
     return time.perf_counter() - t0
 
 
+def smoke_overrides(name: str, profile: str, outputs: Path) -> dict[str, Any]:
+    """Every parameter of notebook ``name`` for a smoke run of ``profile`` (``kdlib.smoke.smoke_params``), its
+    data written under ``outputs/<profile>-smoke/data`` first."""
+    from .smoke import SMOKE_NOTE, smoke_params, write_smoke_data
+
+    base = outputs / f"{profile}-smoke"
+    base.mkdir(parents=True, exist_ok=True)
+    (base / "SMOKE.txt").write_text(SMOKE_NOTE)
+    data = write_smoke_data(base / "data")
+    params = load_params(ROOT / "params" / profile / f"{name}.yaml")
+    return smoke_params(name, params, notebook_parameters(ROOT / "notebooks" / f"{name}.ipynb"), data,
+                        base / "store", base / name)
+
+
 def run_study(profile: str, names: Optional[Sequence[str]] = None, force: bool = False, log_output: bool = False,
-              outputs: Path = ROOT / "outputs", beside: Sequence[str] = BESIDE) -> dict[str, str]:
+              outputs: Path = ROOT / "outputs", beside: Sequence[str] = BESIDE, smoke: bool = False) -> dict[str, str]:
     """Runs the profile's notebooks in order (default: all with a parameter file), skipping those that are up to
     date unless ``force``; prints each wall time and the total, and returns name -> 'ran' or 'up to date'.
-    Notebooks named in ``beside`` (they read no store) run in a second lane beside the others."""
+    Notebooks named in ``beside`` (they read no store) run in a second lane beside the others. ``smoke``: the
+    profile shrunk to tiny synthetic data in the real formats, into ``outputs/<profile>-smoke/``."""
     from concurrent.futures import ThreadPoolExecutor
 
     names = names or [n for n in NOTEBOOKS if (ROOT / "params" / profile / f"{n}.yaml").exists()
                       and (ROOT / "notebooks" / f"{n}.ipynb").exists()]
-    stamps = outputs / profile / ".fingerprints"
+    tag = f"{profile}-smoke" if smoke else profile
+    stamps = outputs / tag / ".fingerprints"
     t_all = time.perf_counter()
 
     def run_one(name: str) -> str:
         params_file = ROOT / "params" / profile / f"{name}.yaml"
-        output = outputs / profile / f"{name}.ipynb"
-        store = store_dir(profile, load_params(params_file).get("store")) if name in READS_WHOLE_STORE else None
+        output = outputs / tag / f"{name}.ipynb"
+        overrides = smoke_overrides(name, profile, outputs) if smoke else None
+        store = None
+        if name in READS_WHOLE_STORE:
+            store = Path(overrides["store"]) if smoke else store_dir(profile, load_params(params_file).get("store"))
         stamp = stamps / name
         inputs = fingerprint(name, params_file, store)  # of the inputs this run reads
         if not force and output.exists() and stamp.exists() and stamp.read_text() == inputs:
             print(f"{name:18s}   up to date (inputs unchanged since its last run; --force re-runs it)", flush=True)
             return "up to date"
         t0 = time.perf_counter()
-        execute(name, profile, output=output, params_file=params_file, log_output=log_output)
+        execute(name, profile, overrides, output=output, params_file=params_file, log_output=log_output)
         stamps.mkdir(parents=True, exist_ok=True)
         stamp.write_text(inputs)  # after a successful run only
         wall = time.perf_counter() - t0
@@ -163,7 +186,7 @@ def run_study(profile: str, names: Optional[Sequence[str]] = None, force: bool =
                 done[name] = run_one(name)
         for name, future in later.items():
             done[name] = future.result()
-    print(f"{profile} study: {len(names)} notebooks in {time.perf_counter() - t_all:.1f} s wall time", flush=True)
+    print(f"{tag} study: {len(names)} notebooks in {time.perf_counter() - t_all:.1f} s wall time", flush=True)
     return {name: done[name] for name in names}
 
 
@@ -173,6 +196,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--only", nargs="*", choices=NOTEBOOKS, help="notebooks to run (default: all with params)")
     parser.add_argument("--force", action="store_true", help="re-run notebooks whose inputs are unchanged")
     parser.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
+    parser.add_argument("--smoke", action="store_true", help="every code path of the profile on tiny synthetic data "
+                        "in the real file formats, one epoch per run; outputs in outputs/<profile>-smoke/")
     args = parser.parse_args(argv)
     # kernels inherit this: sleeping OpenMP waits keep torch fast when other processes share the cores
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -182,7 +207,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         print(f"process start-up: a grid worker imports kdlib in {worker_startup_seconds():.1f} s", flush=True)
 
     threading.Thread(target=probe, name="kdlib-startup-probe", daemon=True).start()
-    run_study(args.profile, args.only, force=args.force, log_output=args.log_output)
+    run_study(args.profile, args.only, force=args.force, log_output=args.log_output, smoke=args.smoke)
 
 
 if __name__ == "__main__":

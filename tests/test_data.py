@@ -1,11 +1,11 @@
 import gzip
-import pickle
 import struct
 
 import numpy as np
 import pytest
 import torch
 
+from kdlib import smoke
 from kdlib.data import DATASETS, SYSTEM_FASHION_MNIST, ImageData, load_dataset, load_image_folder, read_idx
 
 RNG = np.random.default_rng(0)
@@ -29,24 +29,12 @@ def write_fashion(folder, n_train=6, n_test=4, compress=True):
     return arrays
 
 
-def write_pickle(path, obj):
-    with open(path, "wb") as f:
-        pickle.dump(obj, f, protocol=2)
-
-
 def write_cifar10(root, per_batch=3):
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    xs, ys = [], []
-    for i in range(1, 6):
-        x, y = RNG.integers(0, 256, (per_batch, 3072), dtype=np.uint8), list(RNG.integers(0, 10, per_batch))
-        write_pickle(folder / f"data_batch_{i}", {b"batch_label": b"x", b"data": x, b"labels": y, b"filenames": []})
-        xs.append(x), ys.extend(y)
-    xt, yt = RNG.integers(0, 256, (2, 3072), dtype=np.uint8), [7, 1]
-    write_pickle(folder / "test_batch", {b"data": xt, b"labels": yt})
-    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
-    write_pickle(folder / "batches.meta", {b"label_names": names, b"num_cases_per_batch": per_batch})
-    return np.concatenate(xs), np.array(ys), xt, np.array(yt)
+    """CIFAR-10's python pickle batches (``kdlib.smoke.write_cifar10``) of random rows; returns what was written."""
+    x, y = RNG.integers(0, 256, (5 * per_batch, 3072), dtype=np.uint8), RNG.integers(0, 10, 5 * per_batch)
+    xt, yt = RNG.integers(0, 256, (2, 3072), dtype=np.uint8), np.array([7, 1])
+    smoke.write_cifar10(root, x, y, xt, yt)
+    return x, y, xt, yt
 
 
 # ------------------------------------------------------------------ readers
@@ -104,13 +92,8 @@ def test_cifar10_reader(tmp_path):
 
 
 def test_cifar100_reader(tmp_path):
-    folder = tmp_path / "cifar-100-python"
-    folder.mkdir()
     x, xt = RNG.integers(0, 256, (4, 3072), dtype=np.uint8), RNG.integers(0, 256, (2, 3072), dtype=np.uint8)
-    write_pickle(folder / "train", {b"data": x, b"fine_labels": [0, 99, 5, 42], b"coarse_labels": [0, 1, 2, 3]})
-    write_pickle(folder / "test", {b"data": xt, b"fine_labels": [3, 98], b"coarse_labels": [0, 0]})
-    write_pickle(folder / "meta", {b"fine_label_names": [f"c{i}".encode() for i in range(100)],
-                                   b"coarse_label_names": [b"x"] * 20})
+    smoke.write_cifar100(tmp_path, x, [0, 99, 5, 42], xt, [3, 98], names=[f"c{i}" for i in range(100)])
     d = load_dataset("cifar100", root=tmp_path)
     assert d.num_classes == 100 and d.classes[99] == "c99"
     assert d.y_train.tolist() == [0, 99, 5, 42] and d.y_test.tolist() == [3, 98]
@@ -118,14 +101,13 @@ def test_cifar100_reader(tmp_path):
 
 
 def test_svhn_reader_maps_label_10_to_0(tmp_path):
-    from scipy.io import savemat
+    from scipy.io import loadmat
 
-    folder = tmp_path / "svhn"
-    folder.mkdir()
-    x = RNG.integers(0, 256, (32, 32, 3, 5), dtype=np.uint8)
-    y = np.array([[10], [1], [9], [10], [5]], dtype=np.uint8)
-    savemat(folder / "train_32x32.mat", {"X": x, "y": y})
-    savemat(folder / "test_32x32.mat", {"X": x[..., :2], "y": y[:2]})
+    images = RNG.integers(0, 256, (5, 3, 32, 32), dtype=np.uint8)
+    smoke.write_svhn(tmp_path, images, [0, 1, 9, 0, 5], images[:2], [0, 1])
+    m = loadmat(tmp_path / "svhn" / "train_32x32.mat")
+    x, y = m["X"], m["y"]
+    assert x.shape == (32, 32, 3, 5) and y.ravel().tolist() == [10, 1, 9, 10, 5]  # SVHN writes the digit 0 as 10
     d = load_dataset("svhn", root=tmp_path)
     assert d.x_train.shape == (5, 3, 32, 32) and d.x_train.dtype == torch.uint8
     assert d.y_train.tolist() == [0, 1, 9, 0, 5] and d.y_test.tolist() == [0, 1]

@@ -8,29 +8,9 @@ from PIL import Image
 
 from kdlib.imagenet import (ImageFolder, eval_resize, eval_transform, export_image_folder, load_folder_data,
                             read_image, scan_folder, train_transform)
+from kdlib.smoke import write_imagenet_layout
 
 CLASSES = ["n01440764", "n01443537", "n01484850"]  # ImageNet-style wnids, sorted
-
-
-def write_imagenet_layout(root, n_train=4, n_val=2):
-    """A tiny ImageNet-layout folder: colour JPEGs of varying size, a grayscale JPEG, a PNG, a stray text file."""
-    rng = np.random.default_rng(0)
-    for split, n in (("train", n_train), ("val", n_val)):
-        for c, wnid in enumerate(CLASSES):
-            folder = root / split / wnid
-            folder.mkdir(parents=True)
-            for i in range(n):
-                h, w = 30 + 7 * i, 40 + 5 * c
-                arr = np.full((h, w, 3), 40 * (c + 1), dtype=np.uint8) + rng.integers(0, 20, (h, w, 3), dtype=np.uint8)
-                img = Image.fromarray(arr)
-                if i == 1:
-                    img.convert("L").save(folder / f"{wnid}_{i}.JPEG", quality=95)
-                elif i == 2:
-                    img.save(folder / f"{wnid}_{i}.png")
-                else:
-                    img.save(folder / f"{wnid}_{i}.JPEG", quality=95)
-            (folder / "notes.txt").write_text("not an image")
-    return root
 
 
 def test_image_folder_shapes_labels_and_classes(tmp_path):
