@@ -128,7 +128,7 @@ def write_smoke_data(root: str | Path, n_train: int = 200, n_test: int = 100, se
     root = Path(root)
     if (root / "DONE").is_file():
         return root
-    for i, (name, classes, n) in enumerate((("cifar10", 10, n_train), ("cifar100", 100, 3 * n_train),
+    for i, (name, classes, n) in enumerate((("cifar10", 10, n_train), ("cifar100", 100, n_train),
                                             ("svhn", 10, n_train))):
         y, yt = balanced_labels(n, classes, seed + i), balanced_labels(max(n_test, classes), classes, seed + 10 + i)
         x, xt = class_images(y, classes, 32, seed + i), class_images(yt, classes, 32, seed + 10 + i)

@@ -60,7 +60,7 @@ def test_smoke_cifar10_in_its_pickle_format(smoke_data):
 
 def test_smoke_cifar100_in_its_pickle_format(smoke_data):
     d = load_dataset("cifar100", smoke_data)
-    assert (d.n_train, d.num_classes, sorted(set(d.y_train.tolist())) == list(range(100))) == (600, 100, True)
+    assert (d.n_train, d.num_classes, sorted(set(d.y_train.tolist())) == list(range(100))) == (200, 100, True)
 
 
 def test_smoke_svhn_in_its_mat_format(smoke_data):
