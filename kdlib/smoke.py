@@ -189,5 +189,5 @@ def smoke_params(name: str, params: Mapping[str, Any], allowed: Sequence[str], d
         p.update(export=None, data_root=str(Path(data_root) / "imagenet"), epochs=1, nproc=2,
                  data_label="SMOKE: synthetic images in ImageNet folder format (not ImageNet)",
                  data={**(p.get("data") or {}), "image_size": 32, "workers": 1},
-                 train={**(p.get("train") or {}), "batch_size": 16})
+                 train={**(params.get("train") or {}), "batch_size": 16})
     return p
