@@ -171,26 +171,22 @@ class SlurmPool:
     """The pool face (submit / wait / result / cancel / close) that ``kdlib.executors._drive`` schedules on:
     what is submitted between two waits goes out as one job array (``executor.map_array``)."""
 
-    def __init__(self, options: SlurmOptions, store_root: Path, fn: Callable[..., dict], executor: Any = None) -> None:
-        if executor is None:
-            import submitit
+    def __init__(self, options: SlurmOptions, store_root: Path, fn: Callable[..., dict]) -> None:
+        """Jobs that run ``fn(task, cfg, spec)`` (``kdlib.executors.work``) with ``options``' requests; their
+        scripts and logs go to ``options.folder`` or ``<store_root>/slurm/<job id>/``."""
+        import submitit
 
-            if options.cluster == "slurm" and shutil.which("sbatch") is None:
-                raise ValueError("executor='slurm' needs SLURM's sbatch on PATH (run the grid on a login node); "
-                                 "slurm={'cluster': 'local'} runs the same jobs as local processes")
-            folder = options.folder or str(Path(store_root) / "slurm" / "%j")
-            executor = submitit.AutoExecutor(folder=folder, cluster=options.cluster,
-                                             slurm_max_num_timeout=options.max_requeue,
-                                             local_max_num_timeout=options.max_requeue)
-            params = options.executor_parameters()
-            if options.cluster == "local":
-                params = {k: v for k, v in params.items() if not k.startswith("slurm_")}
-            executor.update_parameters(**params)
-        self.executor = executor
+        if options.cluster == "slurm" and shutil.which("sbatch") is None:
+            raise ValueError("executor='slurm' needs SLURM's sbatch on PATH (run the grid on a login node); "
+                             "slurm={'cluster': 'local'} runs the same jobs as local processes")
+        folder = options.folder or str(Path(store_root) / "slurm" / "%j")
+        self.executor = submitit.AutoExecutor(folder=folder, cluster=options.cluster,
+                                              slurm_max_num_timeout=options.max_requeue,
+                                              local_max_num_timeout=options.max_requeue)
+        self.executor.update_parameters(**options.executor_parameters())
         self.fn = fn
         self.poll_s = 1.0 if options.cluster == "local" else 15.0
         self.pending: list[_Handle] = []
-        self.arrays: list[list[str]] = []  # the tasks of each array submitted (what the tests and logs show)
 
     def submit(self, task: str, cfg: Any, spec: Any) -> _Handle:
         handle = _Handle(task, cfg, spec)
@@ -205,7 +201,6 @@ class SlurmPool:
                                        [h.spec for h in wave])
         for handle, job in zip(wave, jobs):
             handle.job = job
-        self.arrays.append([h.task for h in wave])
 
     def wait(self, handles: list) -> list:
         self._flush()
