@@ -18,7 +18,9 @@ a preempted 240-epoch run repeats at most that much. ``max_requeue`` bounds the 
 """
 from __future__ import annotations
 
+import shlex
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,8 +144,8 @@ def sbatch_script(options: SlurmOptions | Mapping[str, Any], folder: str = "/sha
             if not k.startswith("local_")}
     if "mem" in args:
         args["mem"] = submitit_slurm._convert_mem(args["mem"])
-    return submitit_slurm._make_sbatch_string(command="python -u -m submitit.core._submit " + folder, folder=folder,
-                                              map_count=array_size, **args)
+    command = f"{shlex.quote(sys.executable)} -u -m submitit.core._submit {shlex.quote(folder)}"
+    return submitit_slurm._make_sbatch_string(command=command, folder=folder, map_count=array_size, **args)
 
 
 class SlurmWork(Checkpointable):
