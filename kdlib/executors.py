@@ -214,8 +214,6 @@ class _ProcessPool:
 class _RayPool:
     def __init__(self, address: Optional[str], num_cpus: float, num_gpus: float, workers: Optional[int],
                  progress: bool) -> None:
-        num_cpus = check_positive(num_cpus, "num_cpus")
-        num_gpus = check_number(num_gpus, "num_gpus", low=0, note=" (a fraction shares a GPU: 0.5 runs two per GPU)")
         try:
             import ray
         except ImportError:  # pragma: no cover - ray is a test dependency
@@ -291,6 +289,9 @@ def run_parallel(configs: Sequence[Any], store: Store | str, device: str = "auto
         device = job_device(device, options)
     elif slurm is not None:
         raise ValueError(f"slurm={slurm!r} sets SLURM jobs; it needs executor='slurm', not {executor!r}")
+    if executor == "ray":
+        num_cpus = check_positive(num_cpus, "num_cpus")
+        num_gpus = check_number(num_gpus, "num_gpus", low=0, note=" (a fraction shares a GPU: 0.5 runs two per GPU)")
     store = store if isinstance(store, Store) else Store(store)
     root = str(store.root.resolve())
     keys = [c.key() for c in configs]
