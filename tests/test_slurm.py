@@ -105,7 +105,7 @@ def grid():
     return expand_grid(base, {"method": ["random", "forgetting"], "alpha": [0.0, 0.5]})
 
 
-@pytest.mark.slow  # about 70 s on 2 busy cores: three waves of jobs, each a fresh Python that imports torch
+@pytest.mark.slow  # 35-70 s on 2 shared cores: three waves of jobs, each a fresh Python that imports torch
 def test_a_grid_on_slurm_local_gives_the_records_of_the_local_executor(tmp_path, one_thread):
     ref = run_grid(grid(), tmp_path / "local", progress=False)
     df = run_grid(grid(), tmp_path / "slurm", progress=False, executor="slurm",
@@ -132,7 +132,7 @@ def preempted(tmp_path_factory):
     return root, rec
 
 
-@pytest.mark.slow  # about 30 s: a teacher job, then the run's job twice
+@pytest.mark.slow  # 15-30 s: a teacher job, then the run's job twice
 def test_a_preempted_job_is_requeued_and_resumes_from_the_checkpoint_of_its_second_epoch(preempted):
     root, _ = preempted
     assert (root / "resumed_from").read_text() == "2"
