@@ -169,7 +169,7 @@ def run_study(profile: str, names: Optional[Sequence[str]] = None, force: bool =
             print(f"{name:18s}   up to date (inputs unchanged since its last run; --force re-runs it)", flush=True)
             return "up to date"
         t0 = time.perf_counter()
-        execute(name, profile, overrides, output=output, params_file=params_file, log_output=log_output)
+        execute(name, profile, overrides=overrides, output=output, params_file=params_file, log_output=log_output)
         stamps.mkdir(parents=True, exist_ok=True)
         stamp.write_text(inputs)  # after a successful run only
         wall = time.perf_counter() - t0

@@ -86,7 +86,7 @@ def test_study_skips_notebooks_whose_inputs_are_unchanged(tmp_path, monkeypatch)
 
     ran = []
 
-    def fake_execute(name, profile, output=None, params_file=None, log_output=False):
+    def fake_execute(name, profile, overrides=None, output=None, params_file=None, log_output=False):
         ran.append(name)
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text("{}")
@@ -126,7 +126,7 @@ def test_beside_notebooks_run_in_a_second_lane(tmp_path, monkeypatch):
 
     lanes = {}
 
-    def fake_execute(name, profile, output=None, params_file=None, log_output=False):
+    def fake_execute(name, profile, overrides=None, output=None, params_file=None, log_output=False):
         lanes[name] = threading.current_thread().name
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text("{}")

@@ -80,3 +80,21 @@ def test_paper_profile_smoke_runs_every_notebook(tmp_path):
     assert done == {name: "ran" for name in PAPER}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["paper-smoke"]
     assert "SMOKE RUN" in (tmp_path / "paper-smoke" / "SMOKE.txt").read_text()
+
+
+def test_a_smoke_study_writes_only_under_the_smoke_folder(tmp_path, monkeypatch):
+    import kdlib.notebooks as nbs
+
+    seen = {}
+
+    def fake_execute(name, profile, overrides=None, output=None, params_file=None, log_output=False):
+        seen[name] = (overrides, output)
+        output.write_text("{}")
+
+    monkeypatch.setattr(nbs, "execute", fake_execute)
+    run_study("paper", ["pruning_sweep"], outputs=tmp_path, smoke=True)
+    overrides, output = seen["pruning_sweep"]
+    smoke_dir = tmp_path / "paper-smoke"
+    assert (output, overrides["store"], overrides["data_root"]) == \
+        (smoke_dir / "pruning_sweep.ipynb", str(smoke_dir / "store"), str(smoke_dir / "data"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["paper-smoke"]
