@@ -42,3 +42,20 @@ def test_warmup_skips_and_names_modules_not_installed(monkeypatch, capfd):
     monkeypatch.setattr(warmup, "MODULES", ("json", "kdlib_no_such_module"))
     warmup.main()
     assert "skipped: kdlib_no_such_module (no kdlib_no_such_module)" in capfd.readouterr().out
+
+
+def _here(lock: str) -> dict[str, str]:
+    """The pins of ``lock`` that apply on this Python and platform: name -> version."""
+    from packaging.requirements import Requirement
+
+    text = (ROOT / "requirements" / f"{lock}.lock").read_text()
+    reqs = [Requirement(line) for line in text.splitlines() if "==" in line and not line.startswith((" ", "#"))]
+    return {_name(r.name): str(r.specifier)[2:] for r in reqs if r.marker is None or r.marker.evaluate()}
+
+
+def test_install_sets_agree_on_every_shared_pin():
+    locks = {lock: _here(lock) for lock in SETS}
+    clashes = [(name, lock, version, other, locks[other][name])
+               for lock, pins in locks.items() for name, version in pins.items()
+               for other in locks if name in locks[other] and locks[other][name] != version]
+    assert clashes == []
