@@ -1,0 +1,76 @@
+"""kdlib.plan: a profile's grids as the notebooks run them, and the compute still to do."""
+from __future__ import annotations
+
+import pytest
+
+from kdlib.plan import GRID_STUDIES, Throughput, estimate, study_grid, study_params
+from kdlib.study import RunConfig, TeacherConfig
+from kdlib.train import total_steps
+
+SPEED = Throughput(train={"convnet_small": 1000.0}, forward={"convnet_small": 4000.0})
+RECIPE = {"epochs": 3, "batch_size": 32}
+
+
+def run(**kw) -> RunConfig:
+    return RunConfig(dataset="digits", model="convnet_small", train=RECIPE, **kw)
+
+
+@pytest.fixture(scope="module")
+def quick_sweep():
+    p = study_params("pruning_sweep", "quick")
+    return p, study_grid("pruning_sweep", p)
+
+
+def test_sweep_covers_every_method(quick_sweep):
+    p, configs = quick_sweep
+    assert {c.method for c in configs if c.fraction < 1} == set(p["methods"])
+
+
+def test_sweep_gives_a_method_its_own_seeds(quick_sweep):
+    p, configs = quick_sweep
+    assert {c.seed for c in configs if c.method == "random"} == set(p["seeds_by_method"]["random"])
+
+
+@pytest.mark.parametrize("study", GRID_STUDIES)
+def test_every_grid_study_of_the_quick_profile_builds(study):
+    assert study_grid(study, study_params(study, "quick"))
+
+
+def test_unknown_study_names_the_allowed_ones():
+    with pytest.raises(ValueError, match="pruning_sweep"):
+        study_grid("sweep", {})
+
+
+def test_a_pending_run_counts_its_training_images(store):
+    cfg = run(fraction=0.5)
+    _, steps = total_steps(cfg.train, 100, 200)
+    assert estimate([cfg], store, 200, SPEED)["images"] == steps * 32
+
+
+def test_a_finished_run_is_not_pending(store, put_record):
+    cfg = run(fraction=0.5)
+    store.put("runs", cfg.key(), {"status": "done", "config": cfg})
+    assert estimate([cfg, run(fraction=0.2)], store, 200, SPEED)["pending"] == 1
+
+
+def test_a_kd_run_adds_its_teacher(store):
+    cfg = run(alpha=0.5, teacher="convnet_small")
+    assert estimate([cfg], store, 200, SPEED)["teachers"] == 1
+
+
+def test_a_stored_teacher_is_not_counted(store):
+    cfg = run(alpha=0.5, teacher="convnet_small")
+    t = TeacherConfig.of(cfg)
+    store.put("teachers", t.key(), {"status": "done", "config": t})
+    assert estimate([cfg], store, 200, SPEED)["teachers"] == 0
+
+
+def test_methods_sharing_a_scorer_count_one_score_cache(store):
+    configs = [run(fraction=0.5, method=m) for m in ("forgetting", "kcenter")]
+    assert estimate(configs, store, 200, SPEED)["scores"] == 1
+
+
+def test_seconds_are_images_over_throughput(store):
+    cfg = run(fraction=0.5)
+    est = estimate([cfg], store, 200, SPEED)
+    assert est["cpu_seconds"] == pytest.approx(est["images"] / 1000.0)
