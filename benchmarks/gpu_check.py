@@ -13,7 +13,7 @@ momentum 0.9, wd 5e-4, each an epoch of ``--images`` images after a warm-up epoc
   lockstep K      ``kdlib.lockstep.train_lockstep`` (mode auto, as ``run_grid(lockstep=True)``) of K students with
                   alphas spread over [0, 1], K = 2 and 4, in the first precision: group seconds per image
 The grid: every training run of ``params/paper/{pruning_sweep,alpha_vs_factor,noisy_labels,teacher_capacity,
-teacher_fraction}.yaml``, built with kdlib's own grid expansion exactly as those notebooks build it (notebook
+teacher_fraction}.yaml``, built by the notebooks' own grid function (``kdlib.plan.study_grid``, the notebook's
 defaults for what a file leaves out), the pruning sweep on CIFAR-10, CIFAR-100 and SVHN and the alpha sweep on
 CIFAR-10 and CIFAR-100 (as the files' headers say), then deduplicated by store key as the store does: distinct
 student runs, distinct teachers (``RunConfig.teacher_config``) and distinct score caches (``RunConfig.score_spec``).
@@ -26,8 +26,6 @@ teacher's forward of a KD step separately). Left out: evaluation passes, the sco
 from __future__ import annotations
 
 import argparse
-import ast
-import json
 import sys
 import time
 from collections import Counter
@@ -42,68 +40,38 @@ from train_throughput import LR, MOMENTUM, TAU, WD, reference_epoch, reference_l
 from kdlib.distill import make_kd_loss  # noqa: E402
 from kdlib.lockstep import train_lockstep  # noqa: E402
 from kdlib.models import build_model  # noqa: E402
-from kdlib.study import RunConfig, expand_grid, sweep_grid  # noqa: E402
-from kdlib.train import TrainConfig, train  # noqa: E402
+from kdlib.plan import GRID_STUDIES, study_grid, study_params  # noqa: E402
+from kdlib.study import RunConfig  # noqa: E402
+from kdlib.train import TrainConfig, total_steps, train  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 TRAIN_SIZE = {"cifar10": 50_000, "cifar100": 50_000, "svhn": 73_257}
 CLASSES = {"cifar10": 10, "cifar100": 100, "svhn": 10}
 # The datasets each notebook runs on in the paper's grid (the files' headers: "For CIFAR-100 ... set dataset").
 DATASETS = {"pruning_sweep": ("cifar10", "cifar100", "svhn"), "alpha_vs_factor": ("cifar10", "cifar100")}
-NOTEBOOKS = ("pruning_sweep", "alpha_vs_factor", "noisy_labels", "teacher_capacity", "teacher_fraction")
 MAX_GROUP = 8  # run_grid(lockstep=True) groups at most 8 students
 ALPHA = 0.5
 EARLY_SCORERS = ("el2n_run", "grand_run")
 
 
 # ------------------------------------------------------------------------------------------ the grid
-def notebook_defaults(name: str) -> dict:
-    """The literal values of the notebook's ``parameters`` cell (what papermill injects over)."""
-    nb = json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text())
-    cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
-    out = {}
-    for node in ast.parse("".join(cell["source"])).body:
-        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
-            out[node.targets[0].id] = ast.literal_eval(node.value)
-    return out
-
-
-def notebook_configs(name: str, p: dict) -> list[RunConfig]:
-    """The runs the notebook ``name`` trains with parameters ``p``, built as the notebook builds them."""
-    base = dict(dataset=p["dataset"], model=p["model"], tau=p["tau"], class_balanced=p["class_balanced"],
-                train=p["train"], teacher_train=p["teacher_train"], proxy=p["proxy"])
-    if name == "pruning_sweep":
-        return sweep_grid({**base, "teacher": p["teacher"]}, p["methods"],
-                          {"fraction": p["fractions"], "alpha": p["alphas"]}, p["seeds"], p.get("seeds_by_method"))
-    if name in ("alpha_vs_factor", "noisy_labels"):
-        if name == "noisy_labels":
-            base.update(label_noise=p["label_noise"], noise_seed=p["noise_seed"])
-        return expand_grid({**base, "teacher": p["teacher"]},
-                           {"method": p["methods"], "fraction": p["fractions"], "alpha": p["alphas"], "seed": p["seeds"]})
-    grid = {"method": p["methods"], "fraction": p["fractions"], "seed": p["seeds"]}
-    if name == "teacher_capacity":
-        return (expand_grid({**base, "alpha": 0.0}, grid)
-                + expand_grid({**base, "alpha": p["alpha"]}, {**grid, "teacher": p["teachers"]}))
-    if name == "teacher_fraction":
-        return (expand_grid({**base, "teacher": p["teacher"], "alpha": 0.0}, grid)
-                + expand_grid({**base, "teacher": p["teacher"], "alpha": p["alpha"]},
-                              {**grid, "teacher_fraction": p["teacher_fractions"]}))
-    raise ValueError(f"unknown notebook {name!r}; allowed: {', '.join(NOTEBOOKS)}")
-
-
-def paper_grid(params_dir: Path = ROOT / "params" / "paper") -> tuple[dict[str, RunConfig], dict[str, int]]:
-    """Distinct runs of the paper's CIFAR grid by store key, and the number each notebook requests."""
+def paper_grid() -> tuple[dict[str, RunConfig], dict[str, int]]:
+    """Distinct runs of the paper's CIFAR grid by store key, and the number each notebook requests: the notebooks'
+    own grids (``kdlib.plan.study_grid``) on the paper profile's parameters (``kdlib.plan.study_params``)."""
     runs: dict[str, RunConfig] = {}
     requested: dict[str, int] = {}
-    for name in NOTEBOOKS:
-        import yaml
-
-        p = {**notebook_defaults(name), **(yaml.safe_load((params_dir / f"{name}.yaml").read_text()) or {})}
+    for name in GRID_STUDIES:
+        p = study_params(name, "paper")
         for ds in DATASETS.get(name, (p["dataset"],)):
-            configs = notebook_configs(name, {**p, "dataset": ds})
+            configs = study_grid(name, {**p, "dataset": ds})
             requested[f"{name} ({ds})"] = len(configs)
             runs.update((c.key(), c) for c in configs)
     return runs, requested
+
+
+def images(tc: TrainConfig, fraction: float, n: int) -> int:
+    """Images a run of recipe ``tc`` trains on over a ``fraction`` of ``n`` samples (its budget rule)."""
+    kept = max(1, round(fraction * n))
+    return total_steps(tc, kept, n)[0] * kept
 
 
 def forward_flops(model: str, classes: int) -> float:
@@ -128,15 +96,14 @@ def grid_cost(runs: dict[str, RunConfig]) -> dict:
                 flops[(m, k)] = forward_flops(m, k)
         return flops[(model, k)] / flops[("resnet32", k)]
 
-    work = Counter()  # ResNet-32 image-epochs: "ce" (fwd+bwd, no teacher), "tfwd" (teacher forwards)
+    work: Counter = Counter()  # ResNet-32 image passes per kind of work
     teachers, scores, groups = {}, {}, {}
     for key, c in runs.items():
         r = c.resolved()
-        n = TRAIN_SIZE[r.dataset]
-        images = r.train.epochs * (n if r.train.budget == "steps" else round(r.fraction * n))
-        work["student_ce" if r.alpha == 0 else "student_kd"] += images * factor(r.model, r.dataset)
+        im = images(r.train, r.fraction, TRAIN_SIZE[r.dataset])
+        work["student_ce" if r.alpha == 0 else "student_kd"] += im * factor(r.model, r.dataset)
         if r.alpha > 0:
-            work["teacher_forward"] += images * factor(r.teacher, r.dataset)
+            work["teacher_forward"] += im * factor(r.teacher, r.dataset)
             t = r.teacher_config()
             teachers[t.key()] = t
         s = r.score_spec()
@@ -144,7 +111,7 @@ def grid_cost(runs: dict[str, RunConfig]) -> dict:
             scores[s.key()] = s
         groups.setdefault(c.group_key(), []).append(r)
     for t in teachers.values():
-        work["teachers"] += t.train.epochs * round(t.fraction * TRAIN_SIZE[t.dataset]) * factor(t.model, t.dataset)
+        work["teachers"] += images(t.train, t.fraction, TRAIN_SIZE[t.dataset]) * factor(t.model, t.dataset)
     for s in scores.values():
         epochs = s.proxy.n_models * s.proxy.early_epoch if s.scorer in EARLY_SCORERS else s.proxy.train.epochs
         work["proxies"] += epochs * TRAIN_SIZE[s.dataset] * factor(s.model, s.dataset)
@@ -154,9 +121,7 @@ def grid_cost(runs: dict[str, RunConfig]) -> dict:
         for i in range(0, len(members), MAX_GROUP):
             chunk = members[i:i + MAX_GROUP]
             r = chunk[0]
-            n = TRAIN_SIZE[r.dataset]
-            images = r.train.epochs * (n if r.train.budget == "steps" else round(r.fraction * n))
-            lock_images[len(chunk)] += images * factor(r.model, r.dataset)
+            lock_images[len(chunk)] += images(r.train, r.fraction, TRAIN_SIZE[r.dataset]) * factor(r.model, r.dataset)
     counts = {"students": len(runs), "KD students": sum(c.resolved().alpha > 0 for c in runs.values()),
               "teachers": len(teachers), "score caches": len(scores),
               "lockstep groups": sum(-(-len(m) // MAX_GROUP) for m in groups.values())}

@@ -38,7 +38,7 @@ def test_dry_run_measures_both_loops_in_both_precisions_and_lockstep(dry_run):
 
 
 def test_dry_run_counts_every_paper_cifar_notebook(dry_run):
-    assert all(f"{name} (" in dry_run for name in gpu_check.NOTEBOOKS)
+    assert all(f"{name} (" in dry_run for name in gpu_check.GRID_STUDIES)
 
 
 def test_dry_run_projects_hours_for_kdlib_and_the_reference(dry_run):
