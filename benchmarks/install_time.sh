@@ -33,8 +33,8 @@ for caches in cold warm; do
     t1=$(date +%s.%N)
     warm=$(grep -o 'in [0-9.]* s' "$WORK/$installer-$caches.log" | tail -1)
     size=$(du -sh "$WORK/clone/.venv" | cut -f1)
-    line=$(printf '%-4s %-5s caches: make install %6.0f s (kdlib.warmup %s), .venv %s' \
-      "$installer" "$caches" "$(python3 -c "print($t1 - $t0)")" "${warm#in }" "$size")
+    line=$(python3 -c "t = $t1 - $t0; w = float('${warm#in }'.split()[0]); print(f'{\"$installer\":4s} {\"$caches\":5s} \
+caches: make install {t:4.0f} s = packages {t - w:4.0f} s + kdlib.warmup {w:3.0f} s; .venv $size; load $(cut -d' ' -f1 /proc/loadavg)')")
     echo "$line"
     results+=("$line")
   done
