@@ -1,6 +1,7 @@
-"""Grid executors: run a grid's configs in this process (``local``), a local process pool (``processes``) or
-on a Ray cluster (``ray``). Whichever runs them, every worker opens the same store, writes its own records and the
-driver reads them back, so a store on a filesystem that every node mounts works for a cluster.
+"""Grid executors: run a grid's configs in this process (``local``), a local process pool (``processes``), on
+a Ray cluster (``ray``) or as SLURM jobs (``slurm``, ``kdlib.slurm``). Whichever runs them, every worker opens the
+same store, writes its own records and the driver reads them back, so a store on a filesystem that every node
+mounts works for a cluster.
 
 Scheduling: each distinct teacher and score cache the grid needs is a task of its own, submitted first; a run is
 submitted once the teacher and scores it needs exist, so no worker waits on another's lock. Correctness does not
@@ -10,7 +11,15 @@ is released by the kernel and its half-done work leaves no record.
 
     run_grid(configs, store)                                        # local: this process, one run at a time
     run_grid(configs, store, executor="processes", workers=4)       # 4 spawned processes, cores // 4 threads each
-    run_grid(configs, "/shared/store", executor="ray", address="auto", num_cpus=4, num_gpus=1)  # a Ray cluster
+    run_grid(configs, store, executor="processes", runs_per_gpu=2)  # 2 workers per visible GPU, each on its own
+    run_grid(configs, "/shared/store", executor="ray", address="auto", num_cpus=4, num_gpus=0.5)  # a Ray cluster
+    run_grid(configs, "/shared/store", executor="slurm", slurm={"partition": "gpu", "gpus": 1, "time": 240})
+
+GPUs. ``processes`` spreads its workers over the visible CUDA devices (``devices``, default all of them when
+``device`` is 'auto' or 'cuda'): worker i runs on ``devices[i % len(devices)]``, ``runs_per_gpu`` workers per
+device at most (several small runs share a GPU); each worker sets that device as its current one and opens its
+Study on it. A Ray task asks for ``num_gpus`` (a fraction shares a GPU) and a SLURM job for ``slurm.gpus``; with
+``device='auto'`` each uses the GPU its scheduler gives it, and the CPU when it asks for none.
 
 Notes. A script using ``processes`` needs the ``if __name__ == "__main__":`` guard (spawned workers import it);
 notebooks need nothing. For Ray, every node must have kdlib installed and see the store at the same path; without
@@ -37,13 +46,13 @@ import torch
 
 from .store import Store, canonical
 from .train import TrainingDiverged
-from .validate import check_choice, check_positive
+from .validate import check_choice, check_number, check_positive
 
-EXECUTORS = ("local", "processes", "ray", "torchrun")
+EXECUTORS = ("local", "processes", "ray", "torchrun", "slurm")
 
 
 def check_executor(executor: str) -> str:
-    """``executor`` must be one of ``local``, ``processes``, ``ray`` (a ValueError naming them otherwise)."""
+    """``executor`` must be one of ``EXECUTORS`` (a ValueError naming them otherwise)."""
     return check_choice(executor, "executor", EXECUTORS)
 
 
@@ -51,7 +60,8 @@ def check_executor(executor: str) -> str:
 @dataclass(frozen=True)
 class WorkerSpec:
     """How a worker opens the study: the study class (``kdlib.study.Study``, passed in so that this module sits
-    below it), the store folder, device, data root, progress bars and torch threads."""
+    below it), the store folder, device (a pool worker's own GPU replaces it), data root, progress bars, torch
+    threads and the least seconds between in-run checkpoints (None: the study's default)."""
 
     store: str
     device: str = "auto"
@@ -59,6 +69,11 @@ class WorkerSpec:
     progress: bool = False
     threads: Optional[int] = None
     study_class: Any = None
+    checkpoint_every: Optional[float] = None
+
+
+# The device a ``processes`` pool worker was given by its initializer (``_init_process``); None elsewhere.
+_worker_device: Optional[str] = None
 
 
 def run_once(study: Any, cfg: Any) -> dict:
@@ -90,7 +105,8 @@ def work(task: str, cfg: Any, spec: WorkerSpec) -> dict:
     other error) is not an error here: the runs that need it retry it and record the failure."""
     if spec.threads:
         torch.set_num_threads(spec.threads)
-    study = spec.study_class(spec.store, spec.device, spec.data_root, spec.progress)
+    extra = {} if spec.checkpoint_every is None else {"checkpoint_every": spec.checkpoint_every}
+    study = spec.study_class(spec.store, _worker_device or spec.device, spec.data_root, spec.progress, **extra)
     if task == "run":
         rec = run_once(study, cfg)
         return {"key": rec["key"], "status": rec["status"], "pid": os.getpid()}
@@ -105,14 +121,53 @@ def work(task: str, cfg: Any, spec: WorkerSpec) -> dict:
     return {"key": None, "status": "done", "pid": os.getpid()}
 
 
-def _init_process(threads: int, parent: int) -> None:
-    """A pool worker's set-up: its torch threads, and a watchdog that ends it when the driver dies (a killed
+def worker_devices(workers: int, devices: Sequence[str], runs_per_gpu: int = 1) -> list[str]:
+    """The device of each of ``workers`` pool workers: round-robin over ``devices``, at most ``runs_per_gpu``
+    workers on one device (a ValueError naming both when ``workers`` needs more)."""
+    check_positive(runs_per_gpu, "runs_per_gpu", integer=True)
+    check_positive(workers, "workers", integer=True)
+    if not devices:
+        raise ValueError("devices must name at least one device, e.g. ['cuda:0', 'cuda:1']")
+    if workers > len(devices) * runs_per_gpu:
+        raise ValueError(f"workers={workers} is more than {len(devices)} GPU(s) x runs_per_gpu={runs_per_gpu}; "
+                         f"raise runs_per_gpu (several runs share a GPU) or lower workers")
+    return [str(devices[i % len(devices)]) for i in range(workers)]
+
+
+def gpu_devices(device: str, devices: Optional[Sequence[str]]) -> list[str]:
+    """The GPUs a ``processes`` pool spreads its workers over: ``devices`` when given, else every visible CUDA
+    device when ``device`` is 'auto' or 'cuda', else none (every worker on ``device``)."""
+    if devices is not None:
+        if isinstance(devices, str) or not isinstance(devices, Sequence):
+            raise ValueError(f"devices must be a list of device names such as ['cuda:0', 'cuda:1'], got {devices!r}")
+        if str(device) not in ("auto", "cuda"):
+            raise ValueError(f"devices={list(devices)} spreads workers over GPUs; it needs device='auto' or 'cuda', "
+                             f"not {str(device)!r}")
+        return [str(d) for d in devices]
+    if str(device) not in ("auto", "cuda"):
+        return []
+    import torch
+
+    return [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+
+
+def _init_process(threads: int, parent: int, devices: Sequence[str] = (), counter: Any = None) -> None:
+    """A pool worker's set-up: its torch threads, its device (the next of ``devices``, by the order in which the
+    workers start; ``counter`` is the shared count), and a watchdog that ends it when the driver dies (a killed
     driver would otherwise leave its workers waiting forever; work cut short leaves no record, only a retry)."""
     import threading
 
     import torch
 
+    global _worker_device
     torch.set_num_threads(threads)
+    if devices:
+        with counter.get_lock():
+            index = counter.value
+            counter.value += 1
+        _worker_device = devices[index % len(devices)]
+        if _worker_device.startswith("cuda") and torch.cuda.is_available():
+            torch.cuda.set_device(_worker_device)  # what a stray allocation without a device uses
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -124,11 +179,12 @@ def _init_process(threads: int, parent: int) -> None:
 
 # --- pools: submit / wait / result / close over concurrent.futures and Ray ------------------------------------------
 class _ProcessPool:
-    def __init__(self, workers: int, threads: int) -> None:
+    def __init__(self, workers: int, threads: int, devices: Sequence[str] = ()) -> None:
         import multiprocessing
 
-        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=_init_process, initargs=(threads, os.getpid()))
+        ctx = multiprocessing.get_context("spawn")
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_process,
+                                        initargs=(threads, os.getpid(), list(devices), ctx.Value("i", 0)))
 
     def submit(self, task: str, cfg: Any, spec: WorkerSpec) -> Future:
         return self.pool.submit(work, task, cfg, spec)
@@ -193,21 +249,49 @@ class _RayPool:
 def run_parallel(configs: Sequence[Any], store: Store | str, device: str = "auto", data_root: Optional[str] = None,
                  progress: bool = True, executor: str = "processes", workers: Optional[int] = None,
                  address: Optional[str] = None, num_cpus: float = 1, num_gpus: float = 0,
-                 study_class: Any = None) -> list[dict]:
-    """Every config's record (in the order of ``configs``), computed on ``executor`` ('processes' or 'ray') by
-    workers that each open a ``study_class`` (``kdlib.study.Study``; ``run_grid`` passes it).
+                 study_class: Any = None, runs_per_gpu: int = 1, devices: Optional[Sequence[str]] = None,
+                 slurm: Optional[Any] = None) -> list[dict]:
+    """Every config's record (in the order of ``configs``), computed on ``executor`` ('processes', 'ray' or
+    'slurm') by workers that each open a ``study_class`` (``kdlib.study.Study``; ``run_grid`` passes it).
 
     Finished runs are read from the store and not resubmitted; equal runs (same resolved key) run once.
-    ``workers`` is the pool size (default: all cores; for Ray, the CPUs of a local instance it starts).
+    ``workers`` is the pool size (default: all cores, or ``runs_per_gpu`` per GPU when the pool has GPUs; for
+    Ray, the CPUs of a local instance it starts). The pool's GPUs are ``devices`` or every visible one
+    (``gpu_devices``); worker i runs on GPU i mod their number (``worker_devices``).
     ``num_cpus``/``num_gpus`` are each Ray task's request: with ``num_gpus`` > 0 (1, or 0.5 to share a GPU)
     ``device='auto'`` picks the GPU Ray assigns; with ``num_gpus=0`` it means the CPU, so that a task never uses
-    a GPU it did not ask for. A pool worker uses cores // workers torch threads, a Ray task ``num_cpus``.
-    A run that fails is a failed record, not an error; an error outside a run (a worker that dies) cancels the
-    work not yet started and is raised here (finished records are kept: run the grid again to resume).
+    a GPU it did not ask for. ``slurm`` is the SLURM jobs' mapping (``kdlib.slurm.SlurmOptions``; ``gpus`` plays
+    the part of ``num_gpus``). A pool worker uses cores // workers torch threads, a Ray task ``num_cpus``, a
+    SLURM job ``slurm.cpus``. A run that fails is a failed record, not an error; an error outside a run (a worker
+    that dies) cancels the work not yet started and is raised here (finished records are kept: run the grid
+    again to resume).
     """
     check_executor(executor)
     if executor in ("local", "torchrun"):
-        raise ValueError(f"run_parallel runs executor='processes' or 'ray'; use run_grid for {executor!r}")
+        raise ValueError(f"run_parallel runs executor='processes', 'ray' or 'slurm'; use run_grid for {executor!r}")
+    check_positive(runs_per_gpu, "runs_per_gpu", integer=True)
+    if devices is not None and executor != "processes":
+        raise ValueError(f"devices spreads the workers of executor='processes' over GPUs, not executor={executor!r} "
+                         f"(Ray and SLURM hand each task its GPU: num_gpus, slurm={{'gpus': 1}})")
+    gpus = gpu_devices(device, devices) if executor == "processes" else []
+    if workers is not None:
+        check_positive(workers, "workers", integer=True)
+    wanted = workers or (len(gpus) * runs_per_gpu if gpus else os.cpu_count() or 1)
+    if gpus:
+        worker_devices(wanted, gpus, runs_per_gpu)  # too many workers for the GPUs: named before anything starts
+    options = None
+    if executor == "slurm":
+        try:
+            from .slurm import SlurmOptions, job_device
+        except ImportError:
+            raise ImportError("executor='slurm' needs submitit: pip install 'kdlib[slurm]'") from None
+        options = slurm if isinstance(slurm, SlurmOptions) else SlurmOptions.from_dict(slurm)
+        device = job_device(device, options)
+    elif slurm is not None:
+        raise ValueError(f"slurm={slurm!r} sets SLURM jobs; it needs executor='slurm', not {executor!r}")
+    if executor == "ray":
+        num_cpus = check_positive(num_cpus, "num_cpus")
+        num_gpus = check_number(num_gpus, "num_gpus", low=0, note=" (a fraction shares a GPU: 0.5 runs two per GPU)")
     store = store if isinstance(store, Store) else Store(store)
     root = str(store.root.resolve())
     keys = [c.key() for c in configs]
@@ -223,10 +307,17 @@ def run_parallel(configs: Sequence[Any], store: Store | str, device: str = "auto
             todo[key] = cfg
     if todo:
         cores = os.cpu_count() or 1
+        checkpoint_every = None
         if executor == "processes":
-            n = max(1, min(workers or cores, len(todo)))
+            n = max(1, min(wanted, len(todo)))
             threads = max(1, cores // n)
-            pool: Any = _ProcessPool(n, threads)
+            pool: Any = _ProcessPool(n, threads, worker_devices(n, gpus, runs_per_gpu) if gpus else ())
+        elif executor == "slurm":
+            from .slurm import SlurmPool
+
+            threads = options.cpus
+            checkpoint_every = options.checkpoint_every
+            pool = SlurmPool(options, store.root, work)
         else:
             threads = max(1, int(num_cpus))
             pool = _RayPool(address, num_cpus, num_gpus, workers, progress)
@@ -234,7 +325,7 @@ def run_parallel(configs: Sequence[Any], store: Store | str, device: str = "auto
                 device = "cpu"
         if study_class is None:
             raise ValueError("run_parallel needs study_class (kdlib.study.Study); run_grid passes it")
-        spec = WorkerSpec(root, str(device), data_root, False, threads, study_class)
+        spec = WorkerSpec(root, str(device), data_root, False, threads, study_class, checkpoint_every)
         cancel = True
         try:
             _drive(pool, todo, store, spec, records, progress)

@@ -572,7 +572,8 @@ def preflight(configs: Sequence[RunConfig], store: Store | str, device: str = "a
 def run_grid(configs: Sequence[RunConfig], store: Store | str, device: str = "auto",
              data_root: Optional[str] = None, progress: bool = True, executor: str = "local",
              workers: Optional[int] = None, address: Optional[str] = None, num_cpus: float = 1,
-             num_gpus: float = 0, lockstep: bool | int = False, nproc: int = 1) -> pd.DataFrame:
+             num_gpus: float = 0, lockstep: bool | int = False, nproc: int = 1, runs_per_gpu: int = 1,
+             devices: Optional[Sequence[str]] = None, slurm: Optional[Mapping[str, Any]] = None) -> pd.DataFrame:
     """Runs every config (finished ones are read, not recomputed) and returns one row per requested config.
 
     Configs run in an order that trains each teacher and scores each method once. A run that fails (its loss
@@ -580,10 +581,12 @@ def run_grid(configs: Sequence[RunConfig], store: Store | str, device: str = "au
     that would fail every run (a store that is a file or not writable, a missing dataset, a device this machine
     lacks) are raised before anything trains (``preflight``). A Ctrl-C stops the grid with every finished record
     kept.
-    ``executor`` is 'local' (this process), 'processes' (a pool of ``workers`` processes), 'ray' (one Ray task
-    per run asking ``num_cpus``/``num_gpus``, on the cluster at ``address`` or a local instance) or 'torchrun'
-    (every run trained with DDP over ``nproc`` processes, ``kdlib.distributed``): see ``kdlib.executors``.
-    Every executor writes the same records to the same store; ``workers`` and ``nproc`` are not part of any key.
+    ``executor`` is 'local' (this process), 'processes' (a pool of ``workers`` processes, spread over the visible
+    GPUs or ``devices`` with at most ``runs_per_gpu`` per GPU), 'ray' (one Ray task per run asking
+    ``num_cpus``/``num_gpus``, on the cluster at ``address`` or a local instance), 'slurm' (one SLURM job per
+    run, in job arrays, asking what the ``slurm`` mapping says: ``kdlib.slurm``) or 'torchrun' (every run
+    trained with DDP over ``nproc`` processes, ``kdlib.distributed``): see ``kdlib.executors``. Every executor
+    writes the same records to the same store; ``workers``, ``nproc`` and the rest are not part of any key.
     ``lockstep`` (local executor only): pending runs that differ only in alpha (tau, KD loss, teacher) train
     together, up to 8 per group (or ``lockstep`` when an int), sharing batches and teacher forwards
     (``kdlib.lockstep``); same records, equal up to float rounding.
@@ -591,7 +594,7 @@ def run_grid(configs: Sequence[RunConfig], store: Store | str, device: str = "au
     import pandas as pd
 
     check_executor(executor)
-    store = preflight(configs, store, device if executor != "ray" else "cpu", data_root,
+    store = preflight(configs, store, device if executor not in ("ray", "slurm") else "cpu", data_root,
                       check_data=executor != "ray" or address is None)
     if not configs:
         return pd.DataFrame(columns=list(EMPTY_COLUMNS))
@@ -602,7 +605,7 @@ def run_grid(configs: Sequence[RunConfig], store: Store | str, device: str = "au
             recs = run_torchrun(configs, store, nproc, progress, device)
             return pd.DataFrame([flatten(rec, cfg) for rec, cfg in zip(recs, configs)])
         recs = run_parallel(configs, store, device, data_root, progress, executor, workers, address, num_cpus,
-                            num_gpus, study_class=Study)
+                            num_gpus, study_class=Study, runs_per_gpu=runs_per_gpu, devices=devices, slurm=slurm)
         return pd.DataFrame([flatten(rec, cfg) for rec, cfg in zip(recs, configs)])
     study = Study(store, device, data_root, progress)
     todo = sorted(range(len(configs)), key=lambda i: (configs[i].dataset, configs[i].seed, configs[i].method))
