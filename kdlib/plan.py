@@ -26,6 +26,7 @@ GRID_STUDIES = ("pruning_sweep", "alpha_vs_factor", "teacher_capacity", "teacher
 # (rough, from the cpu profile's measured scoring times, 2026-11-26): GraNd takes per-sample gradients of every
 # parameter, DeepFool iterates per sample; the others read the proxy once.
 SCORING_PASSES = {"grand_run": 30.0, "deepfool_run": 50.0}
+EARLY_SCORERS = ("el2n_run", "grand_run")  # scorers that average n_models proxies stopped at the early epoch
 
 
 def _base(p: Mapping[str, Any], *names: str) -> dict:
@@ -149,8 +150,9 @@ def estimate(configs: Sequence[RunConfig], store: Store | str, n_full: int, spee
         images, seconds = images + im, seconds + s
     for spec in scores.values():
         p = spec.proxy
-        epochs = p.train.epochs if spec.scorer == "proxy_run" else max(1, p.early_epoch)
-        models = 1 if spec.scorer == "proxy_run" else p.n_models
+        early = spec.scorer in EARLY_SCORERS  # n_models proxies stopped early; the others train one full proxy
+        epochs = max(1, p.early_epoch) if early else p.train.epochs
+        models = p.n_models if early else 1
         im = models * epochs * n_full
         passes = models * (1.0 + SCORING_PASSES.get(spec.scorer, 0.0))
         images += im

@@ -3,7 +3,8 @@
 ``python -m kdlib.warmup`` imports them in a child process that may write byte-code (``PYTHONDONTWRITEBYTECODE``
 unset for it alone), so later processes read compiled code even where that variable is set: ``make install`` runs
 it. Cheaper than ``compileall`` over the whole environment (~16k files), which compiles much that kdlib never
-imports. Prints the seconds it took.
+imports. Modules of extras that are not installed (a cluster worker has no notebooks extra) are skipped and named.
+Prints the seconds it took.
 """
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ MODULES = ("torch", "torchvision", "numpy", "scipy.stats", "pandas", "matplotlib
 def main() -> None:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     t0 = time.perf_counter()
-    code = "import importlib\nfor m in %r:\n    importlib.import_module(m)" % (MODULES,)
+    code = ("import importlib\nskipped = []\nfor m in %r:\n    try:\n        importlib.import_module(m)\n"
+            "    except ModuleNotFoundError as e:\n        skipped.append(f'{m} (no {e.name})')\n"
+            "if skipped:\n    print('kdlib.warmup: not installed, skipped:', ', '.join(skipped))" % (MODULES,))
     subprocess.run([sys.executable, "-c", code], env=env, check=True)
     print(f"kdlib.warmup: byte-compiled the imports of kernels and workers in {time.perf_counter() - t0:.1f} s")
 

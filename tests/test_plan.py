@@ -74,3 +74,10 @@ def test_seconds_are_images_over_throughput(store):
     cfg = run(fraction=0.5)
     est = estimate([cfg], store, 200, SPEED)
     assert est["cpu_seconds"] == pytest.approx(est["images"] / 1000.0)
+
+
+def test_deepfool_prices_one_full_proxy_run(store):
+    cfg = run(fraction=0.5, method="deepfool", proxy={"n_models": 3, "score_epoch": 1,
+                                                      "train": {"epochs": 4, "batch_size": 32}})
+    plain = estimate([run(fraction=0.5)], store, 200, SPEED)["images"]
+    assert estimate([cfg], store, 200, SPEED)["images"] - plain == 4 * 200
