@@ -184,13 +184,36 @@ def _stat_signature(split_root: Path) -> str:
     return h.hexdigest()
 
 
+def _fingerprint_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kdlib" / "folder_fingerprints.json"
+
+
 def folder_fingerprint(root: str | os.PathLike) -> str:
     """The content fingerprint of the ImageNet-layout folder at ``root`` (or ``root/imagenet``): class names,
     relative paths and every file's SHA-256 of ``train`` and ``val``. Every file is read (ImageNet: about
-    150 GB, minutes) the first time in a process and again after any file's size or modification time changed;
-    otherwise a walk over the files' metadata (seconds for ImageNet) finds the fingerprint already computed."""
+    150 GB, minutes) once; the answer is kept per user (``~/.cache/kdlib/folder_fingerprints.json``) under the
+    signature of every file's path, size and modification time, so later calls only walk the metadata (seconds
+    for ImageNet) and any changed file makes it read everything again."""
     split_root = find_split_root(root).resolve()
-    return _folder_fingerprint(str(split_root), _stat_signature(split_root))
+    stats = _stat_signature(split_root)
+    path = _fingerprint_cache()
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+    if isinstance(known.get(stats), str):
+        return known[stats]
+    fingerprint = _folder_fingerprint(str(split_root), stats)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({**known, stats: fingerprint}))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home: the fingerprint is simply computed again next time
+    return fingerprint
 
 
 @dataclass(frozen=True)

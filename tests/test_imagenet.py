@@ -135,3 +135,29 @@ def test_export_image_folder_writes_real_images(tmp_path):
     (foreign / "train").mkdir(parents=True)
     with pytest.raises(FileExistsError, match="not written by export_image_folder"):
         export_image_folder("digits", foreign, per_class=1, image_size=8)
+
+
+@pytest.fixture
+def fingerprinted(tmp_path, monkeypatch):
+    """An ImageNet-layout folder, fingerprinted once with the per-user cache in ``tmp_path``."""
+    from kdlib.imagenet import folder_fingerprint
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    write_imagenet_layout(tmp_path / "imagenet")
+    return tmp_path / "imagenet", folder_fingerprint(tmp_path / "imagenet")
+
+
+def test_a_known_folder_is_not_read_again(fingerprinted, monkeypatch):
+    import kdlib.imagenet as imagenet
+
+    root, fp = fingerprinted
+    monkeypatch.setattr(imagenet, "_folder_fingerprint", lambda *a: pytest.fail("the files were read again"))
+    assert imagenet.folder_fingerprint(root) == fp
+
+
+def test_a_changed_file_is_read_again(fingerprinted):
+    from kdlib.imagenet import folder_fingerprint
+
+    root, fp = fingerprinted
+    Image.new("RGB", (30, 30), "red").save(next((root / "train").glob("*/*")))
+    assert folder_fingerprint(root) != fp
