@@ -57,20 +57,28 @@ def study_grid(study: str, p: Mapping[str, Any], store: Store | str | None = Non
                                "seed": p["seeds"]}, store)  # noisy_labels
 
 
-def study_params(study: str, profile: str) -> dict[str, Any]:
-    """The notebook's parameter defaults (its ``parameters`` cell) overlaid with ``params/<profile>/<study>.yaml``."""
-    import papermill as pm
+def notebook_defaults(study: str) -> dict[str, Any]:
+    """The literal values assigned in the notebook's ``parameters`` cell (read with ``ast``; no kernel, no
+    papermill, so it works on a worker install)."""
+    import json
 
     if study not in NOTEBOOKS:
         raise ValueError(f"study must be one of: {', '.join(NOTEBOOKS)}; got {study!r}")
-    params = {}
-    for name, info in pm.inspect_notebook(str(ROOT / "notebooks" / f"{study}.ipynb")).items():
-        try:
-            params[name] = ast.literal_eval(info["default"])
-        except (ValueError, SyntaxError):
-            params[name] = None
-    params.update(load_params(ROOT / "params" / profile / f"{study}.yaml"))
-    return params
+    nb = json.loads((ROOT / "notebooks" / f"{study}.ipynb").read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    defaults = {}
+    for node in ast.parse("".join(cell["source"])).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                defaults[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                defaults[node.targets[0].id] = None
+    return defaults
+
+
+def study_params(study: str, profile: str) -> dict[str, Any]:
+    """The notebook's parameter defaults (its ``parameters`` cell) overlaid with ``params/<profile>/<study>.yaml``."""
+    return {**notebook_defaults(study), **load_params(ROOT / "params" / profile / f"{study}.yaml")}
 
 
 @dataclass

@@ -81,3 +81,16 @@ def test_deepfool_prices_one_full_proxy_run(store):
                                                       "train": {"epochs": 4, "batch_size": 32}})
     plain = estimate([run(fraction=0.5)], store, 200, SPEED)["images"]
     assert estimate([cfg], store, 200, SPEED)["images"] - plain == 4 * 200
+
+
+def test_notebook_defaults_match_papermill():
+    import ast
+
+    import papermill as pm
+
+    from kdlib.notebooks import ROOT
+    from kdlib.plan import notebook_defaults
+
+    seen = {k: ast.literal_eval(v["default"])
+            for k, v in pm.inspect_notebook(str(ROOT / "notebooks" / "pruning_sweep.ipynb")).items()}
+    assert notebook_defaults("pruning_sweep") == seen
