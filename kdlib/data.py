@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import inspect
+import io
 import os
 import pickle
 import struct
@@ -34,6 +35,7 @@ import torch
 
 from . import augment as _augment
 from .registry import Registry
+from .usercache import cache_path, save
 from .validate import check_positive
 
 Reader = Callable[..., "ImageData"]
@@ -164,8 +166,7 @@ def _digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     fresh process (a grid worker) several seconds."""
     import importlib.metadata
 
-    cache_dir = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kdlib"
-    cache = cache_dir / f"digits-split-sklearn-{importlib.metadata.version('scikit-learn')}.npz"
+    cache = cache_path(f"digits-split-sklearn-{importlib.metadata.version('scikit-learn')}.npz")
     try:
         with np.load(cache) as z:
             return z["x"], z["y"], z["train"], z["test"]
@@ -179,14 +180,9 @@ def _digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     y = d.target
     train, test = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=0)
     train, test = np.sort(train), np.sort(test)
-    try:  # written to a temporary name and renamed: a concurrent reader never sees half a file
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cache_dir / f".{cache.name}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as fh:
-            np.savez(fh, x=x, y=y, train=train, test=test)
-        os.replace(tmp, cache)
-    except OSError:
-        pass  # a read-only home: split again next time
+    buf = io.BytesIO()
+    np.savez(buf, x=x, y=y, train=train, test=test)
+    save(cache.name, buf.getvalue())
     return x, y, train, test
 
 

@@ -45,7 +45,8 @@ from .store import file_sha256
 from .processes import ProcessGroup
 from .seeds import epoch_seed
 from .train import TrainConfig, autocast_context, mean_losses
-from .validate import check_fraction, check_positive, from_plain, normalise, optional
+from .usercache import read_map, remember
+from .validate import check_positive, from_plain, normalise, optional
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -184,8 +185,7 @@ def _stat_signature(split_root: Path) -> str:
     return h.hexdigest()
 
 
-def _fingerprint_cache() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kdlib" / "folder_fingerprints.json"
+FINGERPRINT_CACHE = "folder_fingerprints.json"  # in the per-user cache (kdlib.usercache)
 
 
 def folder_fingerprint(root: str | os.PathLike) -> str:
@@ -196,23 +196,11 @@ def folder_fingerprint(root: str | os.PathLike) -> str:
     for ImageNet) and any changed file makes it read everything again."""
     split_root = find_split_root(root).resolve()
     stats = _stat_signature(split_root)
-    path = _fingerprint_cache()
-    try:
-        known = json.loads(path.read_text())
-    except (OSError, ValueError):
-        known = {}
-    if not isinstance(known, dict):
-        known = {}
-    if isinstance(known.get(stats), str):
-        return known[stats]
+    known = read_map(FINGERPRINT_CACHE).get(stats)
+    if isinstance(known, str):
+        return known
     fingerprint = _folder_fingerprint(str(split_root), stats)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({**known, stats: fingerprint}))
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only home: the fingerprint is simply computed again next time
+    remember(FINGERPRINT_CACHE, stats, fingerprint)
     return fingerprint
 
 

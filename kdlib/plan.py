@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import argparse
 import ast
-import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from .notebooks import NOTEBOOKS, ROOT, load_params, store_dir
@@ -181,7 +179,7 @@ def plan_profile(profile: str, studies: Sequence[str] = GRID_STUDIES, workers: i
     rows, seen_runs, speeds = [], set(), {}
     for study in studies:
         p = study_params(study, profile)
-        configs = [c for c in study_grid(study, p, st)]
+        configs = study_grid(study, p, st)
         fresh = [c for c in configs if c.key() not in seen_runs]
         seen_runs |= {c.key() for c in configs}
         archs = {c.model for c in configs} | {c.teacher for c in configs if c.teacher} | {

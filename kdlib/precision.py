@@ -16,14 +16,14 @@ exactly that; ``fp16`` needs CUDA.
 from __future__ import annotations
 
 import functools
-import json
-import os
 import platform
 import time
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
+
+from .usercache import read_map, remember
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})  # x86 AVX-512 BF16 / AMX; Arm's bf16 extension
@@ -90,26 +90,17 @@ def probe_bf16_faster() -> bool:
     return _probe_step_seconds(None) > PROBE_MARGIN * _probe_step_seconds(torch.bfloat16)
 
 
-def _cache_file() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kdlib" / "cpu_precision.json"
+PROBE_CACHE = "cpu_precision.json"  # in the per-user cache (kdlib.usercache)
 
 
 def cached_probe() -> bool:
     """``probe_bf16_faster()``, measured once per (CPU, torch version) and kept in the per-user cache file."""
     ident = f"{cpu_name()}|{platform.machine()}|torch {torch.__version__}"
-    path = _cache_file()
-    try:
-        cache = json.loads(path.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    if isinstance(cache, dict) and isinstance(cache.get(ident), bool):
-        return cache[ident]
+    known = read_map(PROBE_CACHE).get(ident)
+    if isinstance(known, bool):
+        return known
     answer = probe_bf16_faster()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({**(cache if isinstance(cache, dict) else {}), ident: answer}, indent=1))
-    except OSError:
-        pass  # a read-only home: measure again next time
+    remember(PROBE_CACHE, ident, answer)
     return answer
 
 

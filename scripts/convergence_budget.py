@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from kdlib.precision import runtime_info
-from kdlib.study import RunConfig, load_records, run_grid
+from kdlib.study import RunConfig, run_grid
 
 RECIPE = dict(batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="step")
 

@@ -1,0 +1,39 @@
+"""The per-user cache, ``$XDG_CACHE_HOME/kdlib`` (default ``~/.cache/kdlib``): answers worth keeping between
+processes (whether this CPU computes bf16 faster, an image folder's content fingerprint, the digits split).
+Losing it costs only time: a read-only or missing home means the answer is computed again next time."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .store import _atomic_write
+
+
+def cache_path(name: str) -> Path:
+    """The file ``name`` in the per-user cache folder (not created)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kdlib" / name
+
+
+def save(name: str, data: bytes) -> None:
+    """Writes ``data`` to the cache file ``name`` atomically (a concurrent reader never sees half a file);
+    a home that cannot be written is ignored."""
+    try:
+        _atomic_write(cache_path(name), data)
+    except OSError:
+        pass
+
+
+def read_map(name: str) -> dict[str, Any]:
+    """The JSON mapping in the cache file ``name``; empty when it is missing, unreadable or not a mapping."""
+    try:
+        data = json.loads(cache_path(name).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def remember(name: str, key: str, value: Any) -> None:
+    """Adds ``key: value`` to the JSON mapping in the cache file ``name``."""
+    save(name, json.dumps({**read_map(name), key: value}, indent=1).encode())
