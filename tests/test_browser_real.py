@@ -133,6 +133,21 @@ def _offline(page) -> list:
     return blocked
 
 
+def _open_page(p):
+    """Chromium with the page every test uses: a large viewport, the test timeout, offline (``_offline``).
+    Returns (browser, page, blocked URLs)."""
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+    page = browser.new_page(viewport={"width": 1600, "height": 1300})
+    page.set_default_timeout(TIMEOUT_MS)
+    return browser, page, _offline(page)
+
+
+def _wait_for_first_plot(page) -> None:
+    """Waits until the browser's plot is drawn (its image holds a blob URL)."""
+    page.wait_for_function("() => { const i = document.querySelector('.widget-image');"
+                           " return i && (i.getAttribute('src') || '').startsWith('blob:'); }")
+
+
 def _image_src(page) -> str:
     return page.locator(".widget-image").first.get_attribute("src") or ""
 
@@ -148,18 +163,14 @@ def test_browser_notebook_in_chromium(lab):
     playwright, url, token = lab
     SHOTS.mkdir(parents=True, exist_ok=True)
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1600, "height": 1300})
-        page.set_default_timeout(TIMEOUT_MS)
-        blocked = _offline(page)
+        browser, page, blocked = _open_page(p)
         page.goto(f"{url}/lab/tree/browse_results.ipynb?token={token}")
         # the kernel is ready when the status bar says so (the execution indicator says idle before a kernel exists)
         page.locator("#jp-main-statusbar").get_by_text("Idle").first.wait_for()
         page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
         page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
         page.locator(".widget-select-multiple").first.wait_for()
-        page.wait_for_function("() => { const i = document.querySelector('.widget-image');"
-                               " return i && (i.getAttribute('src') || '').startsWith('blob:'); }")
+        _wait_for_first_plot(page)
         # widgets render as controls, not as their text repr
         assert page.locator(".widget-select-multiple select").count() >= 5
         assert page.get_by_role("button", name="clear filters").count() == 1
@@ -219,14 +230,10 @@ def test_browser_dashboard_in_voila(tmp_path):
                     pytest.fail("Voila did not start: " + (tmp_path / "voila.log").read_text()[-2000:])
                 time.sleep(0.5)
         with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-            page = browser.new_page(viewport={"width": 1600, "height": 1300})
-            page.set_default_timeout(TIMEOUT_MS)
-            blocked = _offline(page)
+            browser, page, blocked = _open_page(p)
             page.goto(f"http://127.0.0.1:{port}/")
             page.locator(".widget-select-multiple").first.wait_for()
-            page.wait_for_function("() => { const i = document.querySelector('.widget-image');"
-                                   " return i && (i.getAttribute('src') || '').startsWith('blob:'); }")
+            _wait_for_first_plot(page)
             assert not page.get_by_text("from kdlib.browse import").first.is_visible()  # no code on the page
             first = _image_src(page)
             page.locator(".widget-select-multiple", has_text="method").locator("select").select_option(["random"])
