@@ -184,11 +184,14 @@ def plan_profile(profile: str, studies: Sequence[str] = GRID_STUDIES, workers: i
         seen_runs |= {c.key() for c in configs}
         archs = {c.model for c in configs} | {c.teacher for c in configs if c.teacher} | {
             c.proxy.model for c in configs if c.proxy.model}
-        key = (p["dataset"], tuple(sorted(archs)))
-        if key not in speeds:
-            speeds[key] = measure_throughput(p["dataset"], sorted(archs), data_root=p.get("data_root"))
+        speed = speeds.setdefault(p["dataset"], Throughput({}, {}))
+        missing = sorted(archs - set(speed.train))  # each architecture is measured once per dataset
+        if missing:
+            measured = measure_throughput(p["dataset"], missing, data_root=p.get("data_root"))
+            speed.train.update(measured.train)
+            speed.forward.update(measured.forward)
         n_full = len(load_dataset(p["dataset"], p.get("data_root")).y_train)
-        est = estimate(fresh, st, n_full, speeds[key])
+        est = estimate(fresh, st, n_full, speed)
         est["runs"] = len(configs)
         rows.append({"study": study, **est, "wall_minutes": est["cpu_seconds"] / max(1, workers) / 60})
     return pd.DataFrame(rows)
