@@ -70,6 +70,12 @@ def _executor(tmp: Path) -> None:
     run_grid([_tiny()], tmp / "store", executor="dask")
 
 
+def _executor_options(tmp: Path) -> None:
+    from kdlib.study import check_executor_options
+
+    check_executor_options({"runs_per_gpus": 2})
+
+
 def _gpu_workers(tmp: Path) -> None:
     from kdlib.study import run_grid
 
@@ -348,6 +354,8 @@ CASES = [
     Case("unknown schedule", 'TrainConfig(schedule="linear")', _train(schedule="linear"), r"unknown schedule 'linear'; allowed values for 'schedule': step, cosine"),
     Case("unknown precision", 'TrainConfig(precision="fp8")', _train(precision="fp8"), r"unknown precision 'fp8'"),
     Case("unknown executor", 'run_grid(configs, store, executor="dask")', _executor, r"unknown executor 'dask'; allowed values for 'executor': local, processes, ray"),
+    Case("unknown executor option", 'pruning_sweep params: executor_options: {runs_per_gpus: 2}', _executor_options,
+         r"unknown executor_options \['runs_per_gpus'\]; allowed: workers, address"),
     Case("more workers than GPU slots", 'run_grid(configs, store, executor="processes", devices=["cuda:0", "cuda:1"], workers=8)',
          _gpu_workers, r"workers=8 is more than 2 GPU\(s\) x runs_per_gpu=1; raise runs_per_gpu"),
     Case("unknown grid axis", 'expand_grid({}, {"fractions": [0.1]})', _grid_axis, r"unknown grid axis \['fractions'\]; allowed: "),

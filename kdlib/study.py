@@ -720,6 +720,23 @@ def run_grid(configs: Sequence[RunConfig], store: Store | str, device: str = "au
     return pd.DataFrame([flatten(records[i], configs[i]) for i in range(len(configs))])
 
 
+GRID_OWN_ARGUMENTS = ("configs", "store", "device", "data_root", "progress", "executor")
+
+
+def check_executor_options(options: Any, parameter: str = "executor_options") -> dict:
+    """A notebook's ``executor_options``: ``run_grid``'s executor arguments (workers, runs_per_gpu, slurm, ...) by
+    name; a ValueError names an unknown one and the allowed ones (their values are checked by ``run_grid``)."""
+    import inspect
+
+    allowed = [n for n in inspect.signature(run_grid).parameters if n not in GRID_OWN_ARGUMENTS]
+    if not isinstance(options, Mapping):
+        raise ValueError(f"{parameter} must be a mapping of run_grid arguments ({', '.join(allowed)}), got {options!r}")
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown {parameter} {unknown}; allowed: {', '.join(allowed)}")
+    return dict(options)
+
+
 def _run_grid_lockstep(study: Study, configs: Sequence[RunConfig], todo: list[int], max_group: int) -> pd.DataFrame:
     """``run_grid(lockstep=...)``: pending runs grouped by ``kdlib.lockstep.group_key`` (in ``todo`` order, at
     most ``max_group`` distinct runs per group), each group trained by ``kdlib.lockstep.run_group``."""
