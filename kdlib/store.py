@@ -334,7 +334,7 @@ class Store:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:  # never follow a link: a lock file planted as a symlink would create or touch a file outside the store
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
-        except OSError as err:
+        except OSError:
             if path.is_symlink():
                 raise RuntimeError(f"lock file {path} is a symbolic link (to {os.readlink(path)}); a store's lock "
                                    f"files must be plain files: delete the link") from None

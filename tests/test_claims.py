@@ -1,5 +1,4 @@
 """kdlib.claims: verdicts on constructed run tables whose answer is known."""
-import math
 
 import numpy as np
 import pandas as pd

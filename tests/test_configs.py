@@ -8,7 +8,6 @@ import pytest
 
 from kdlib.imagenet import FolderSpec
 from kdlib.prune import ProxyConfig
-from kdlib.store import config_key
 from kdlib.study import RunConfig, TeacherConfig
 from kdlib.train import TrainConfig
 from kdlib.weights import WeightsFile

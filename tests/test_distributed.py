@@ -14,7 +14,7 @@ from PIL import Image
 
 from grid_helpers import one_thread  # noqa: F401  (one_thread: the fixture used below)
 from kdlib.distributed import free_port, launch, parse_launch
-from kdlib.imagenet import FolderSource, FolderSpec
+from kdlib.imagenet import FolderSource
 from kdlib.models import build_model
 from kdlib.processes import ProcessGroup
 from kdlib.store import Store, canonical
