@@ -4,21 +4,25 @@ session imports to carry on where the last one stopped.
 ``python -m kdlib.archive export STORE FILE [--kinds runs alpha_rules]`` writes every readable record of those
 kinds as one JSON line each (gzip); ``python -m kdlib.archive import FILE STORE`` writes each record into the store
 unless the store already holds a record under that key. A record keeps its checksum and the identity its key
-hashes, and is verified again on import: a damaged or foreign line is refused, never mixed in. Binary artefacts
-(teacher weights, score arrays, checkpoints) are not archived: a run that needs them recomputes them.
+hashes, and is verified again on import: a damaged or foreign line is refused, never mixed in. Teachers and
+scores (``--kinds teachers scores``) travel with their binary artefact (weights, score arrays), base64 in the line
+and checked against the SHA-256 their record holds, so a later session distils from the same teachers instead of
+training them again; training checkpoints are never archived.
 """
 from __future__ import annotations
 
 import argparse
+import base64
 import gzip
 import json
 import os
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .store import Store, _atomic_write, _record_checksum, canonical
+from .store import Store, _atomic_write, _record_checksum, _sha256, canonical
 
 DEFAULT_KINDS = ("runs", "alpha_rules")
+BLOB_SUFFIX = {"teachers": ".pt", "scores": ".npz"}  # kinds whose record names a binary artefact by its SHA-256
 
 
 def export_records(store: Store | str | os.PathLike, path: str | os.PathLike,
@@ -31,7 +35,15 @@ def export_records(store: Store | str | os.PathLike, path: str | os.PathLike,
         for rec in store.records(kind):
             data = canonical(rec)
             data["checksum"] = _record_checksum(data)
-            lines.append(json.dumps({"kind": kind, "record": data}, sort_keys=True, separators=(",", ":")))
+            item = {"kind": kind, "record": data}
+            if kind in BLOB_SUFFIX:
+                if not rec.get("sha256"):
+                    continue  # a record without its artefact (not the main process's) is of no use elsewhere
+                blob = store.get_blob(kind, rec["key"], BLOB_SUFFIX[kind], rec["sha256"])
+                if blob is None:
+                    continue  # its artefact is missing or damaged here: the importing store recomputes it
+                item["blob"] = base64.b64encode(blob).decode()
+            lines.append(json.dumps(item, sort_keys=True, separators=(",", ":")))
     payload = ("\n".join(lines) + "\n").encode() if lines else b""
     _atomic_write(Path(path), gzip.compress(payload, mtime=0))
     return len(lines)
@@ -53,6 +65,11 @@ def import_records(path: str | os.PathLike, store: Store | str | os.PathLike) ->
                 if not isinstance(kind, str) or "/" in kind or not isinstance(key, str) or "/" in key:
                     raise ValueError("bad kind or key")
                 Store._verify(kind, key, dict(record))
+                blob = None
+                if kind in BLOB_SUFFIX:
+                    blob = base64.b64decode(item["blob"], validate=True)
+                    if _sha256(blob) != record["sha256"]:
+                        raise ValueError("artefact does not match its record's SHA-256")
             except (ValueError, KeyError, TypeError):
                 counts["refused"] += 1
                 continue
@@ -60,6 +77,8 @@ def import_records(path: str | os.PathLike, store: Store | str | os.PathLike) ->
                 if store.get(kind, key) is not None:
                     counts["present"] += 1
                     continue
+                if blob is not None:  # the artefact first: a record is never there without it
+                    store.put_blob(kind, key, blob, BLOB_SUFFIX[kind])
                 _atomic_write(store.path(kind, key), json.dumps(record, indent=1).encode())
                 counts["added"] += 1
     return counts

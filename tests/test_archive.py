@@ -63,3 +63,50 @@ def test_tampered_record_is_refused(archive, tmp_path):
     lines[0] = json.dumps(item)
     archive.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
     assert import_records(archive, tmp_path / "other")["refused"] == 1
+
+
+@pytest.fixture
+def with_teacher(store, put_record):
+    """A store with one teacher record and its weights file (bytes standing in for a state dict)."""
+    key = put_record({"dataset": "digits", "model": "convnet", "seed": 0}, kind="teachers",
+                     sha256=store.put_blob("teachers", "pending", b"weights", ".pt"))
+    store.path("teachers", "pending", ".pt").rename(store.path("teachers", key, ".pt"))
+    return store, key
+
+
+def _export_teachers(store, tmp_path):
+    path = tmp_path / "teachers.jsonl.gz"
+    export_records(store, path, ["teachers"])
+    return path
+
+
+def test_teacher_weights_travel_with_their_record(with_teacher, tmp_path):
+    store, key = with_teacher
+    other = Store(tmp_path / "other")
+    import_records(_export_teachers(store, tmp_path), other)
+    assert other.get_blob("teachers", key, ".pt", store.get("teachers", key)["sha256"]) == b"weights"
+
+
+def test_teacher_without_its_weights_is_not_exported(with_teacher, tmp_path):
+    store, key = with_teacher
+    store.path("teachers", key, ".pt").unlink()
+    assert export_records(store, tmp_path / "t.jsonl.gz", ["teachers"]) == 0
+
+
+def test_teacher_with_altered_weights_is_refused(with_teacher, tmp_path):
+    store, _ = with_teacher
+    path = _export_teachers(store, tmp_path)
+    item = json.loads(gzip.decompress(path.read_bytes()))
+    item["blob"] = "b3RoZXI="  # base64 of b"other"
+    path.write_bytes(gzip.compress(json.dumps(item).encode()))
+    assert import_records(path, tmp_path / "other")["refused"] == 1
+
+
+def test_refused_teacher_leaves_no_record(with_teacher, tmp_path):
+    store, key = with_teacher
+    path = _export_teachers(store, tmp_path)
+    item = json.loads(gzip.decompress(path.read_bytes()))
+    del item["blob"]
+    path.write_bytes(gzip.compress(json.dumps(item).encode()))
+    import_records(path, tmp_path / "other")
+    assert Store(tmp_path / "other").get("teachers", key) is None
