@@ -1,0 +1,80 @@
+"""Fills a profile's store with one study notebook's runs, seed after seed, without the notebook: so a session
+that stops early (or a machine without papermill, such as a lent GPU) leaves whole seeds, and the notebook run
+afterwards reads every run from the store and only draws.
+
+    python scripts/fill_store.py --profile cpu --study pruning_sweep [--seeds 0 1 2] [--store DIR]
+                                 [--data-root DIR] [--device auto] [--executor processes] [--workers 2]
+                                 [--runs-per-gpu 8] [--set NAME=YAML ...] [--export FILE]
+
+The grid is the notebook's (``kdlib.plan.study_grid`` on ``params/<profile>/<study>.yaml`` over the notebook's
+defaults, with ``--set`` overriding single parameters, e.g. ``--set 'fractions=[0.05, 0.1]'``); the executor and
+its options default to the ones the parameter file names. ``--export`` writes the
+store's run records, alpha rules, teachers (with weights) and scores (with arrays) to one archive afterwards, also
+after a Ctrl-C or SIGTERM (``python -m kdlib.archive import FILE STORE`` brings them into another store).
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import time
+
+import torch
+import yaml
+
+from kdlib.archive import export_records
+from kdlib.notebooks import store_dir
+from kdlib.plan import GRID_STUDIES, study_grid, study_params
+from kdlib.study import check_executor_options, run_grid
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--study", required=True, choices=GRID_STUDIES)
+    ap.add_argument("--seeds", type=int, nargs="+", help="default: every seed of the grid, in order")
+    ap.add_argument("--store")
+    ap.add_argument("--data-root")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--executor")
+    ap.add_argument("--workers", type=int)
+    ap.add_argument("--runs-per-gpu", type=int)
+    ap.add_argument("--set", nargs="+", default=[], metavar="NAME=YAML",
+                    help="override a parameter of the file, e.g. 'fractions=[0.05, 0.1]'")
+    ap.add_argument("--export", help="archive file written at the end (gzip JSON lines)")
+    args = ap.parse_args()
+
+    p = study_params(args.study, args.profile)
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep or name not in p:
+            raise SystemExit(f"--set takes NAME=YAML with NAME one of: {', '.join(sorted(p))}; got {item!r}")
+        p[name] = yaml.safe_load(value)
+    if args.data_root:
+        p["data_root"] = args.data_root
+    store = store_dir(args.profile, args.store)
+    configs = study_grid(args.study, p, store)
+    options = check_executor_options(p.get("executor_options") or {})
+    for name in ("workers", "runs_per_gpu"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
+    executor = args.executor or p.get("executor", "local")
+    seeds = args.seeds if args.seeds is not None else sorted({c.seed for c in configs})
+    print(f"{args.study} ({args.profile}): {len(configs)} runs; seeds {seeds}; executor {executor} {options}; "
+          f"CPU capability {torch.backends.cpu.get_cpu_capability()}; store {store}", flush=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a `timeout` ends like a Ctrl-C: records kept
+    try:
+        for seed in seeds:
+            part = [c for c in configs if c.seed == seed]
+            t0 = time.time()
+            df = run_grid(part, store, device=args.device, data_root=p.get("data_root"), progress=True,
+                          executor=executor, **options)
+            print(f"seed {seed}: {len(part)} runs, {int((df.status != 'done').sum())} not done, "
+                  f"{time.time() - t0:.0f} s", flush=True)
+    finally:
+        if args.export:
+            n = export_records(store, args.export, ["runs", "alpha_rules", "teachers", "scores"])
+            print(f"{args.export}: {n} records", flush=True)
+
+
+if __name__ == "__main__":
+    main()
