@@ -193,6 +193,17 @@ def fit_rules(best: pd.DataFrame, dataset: str, model: str, kind: str = "logline
     return rules
 
 
+def fit_study_rules(df: pd.DataFrame, p: Mapping[str, Any]) -> tuple[pd.DataFrame, dict[str, AlphaRule]]:
+    """The alpha_vs_factor study's fit for its runs ``df`` and parameters ``p`` (dataset, model, teacher, tau,
+    seeds, alphas, n_boot, rule_kind): the best alpha per (method, fraction), with its gain over alpha = 0, and
+    one rule per method (``fit_rules``). The notebook and ``scripts/fill_store.py`` both fit through here."""
+    best = best_alpha(df, ["method", "fraction"], n_boot=p["n_boot"])
+    best["gain"] = best["best_acc"] - best["acc_at_0"]
+    rules = fit_rules(best, p["dataset"], p["model"], kind=p["rule_kind"], teacher=p["teacher"], tau=p["tau"],
+                      seeds=list(p["seeds"]), alpha_grid=list(p["alphas"]))
+    return best, rules
+
+
 # --------------------------------------------------------------------------------------------- store
 def _store(store: Store | str | Path) -> Store:
     return store if isinstance(store, Store) else Store(store)

@@ -8,9 +8,11 @@ afterwards reads every run from the store and only draws.
 
 The grid is the notebook's (``kdlib.plan.study_grid`` on ``params/<profile>/<study>.yaml`` over the notebook's
 defaults, with ``--set`` overriding single parameters, e.g. ``--set 'fractions=[0.05, 0.1]'``); the executor and
-its options default to the ones the parameter file names. ``--export`` writes the
-store's run records, alpha rules, teachers (with weights) and scores (with arrays) to one archive afterwards, also
-after a Ctrl-C or SIGTERM (``python -m kdlib.archive import FILE STORE`` brings them into another store).
+its options default to the ones the parameter file names. After every seed of alpha_vs_factor the alpha rules
+are fitted and saved as the notebook does (``kdlib.alpha_rule.fit_study_rules``), so ``alpha: auto`` in the
+studies after it finds them. ``--export`` writes the store's run records, alpha rules, teachers (with weights) and
+scores (with arrays) to one archive at the end, also after a Ctrl-C or SIGTERM (``python -m kdlib.archive import
+FILE STORE`` brings them into another store).
 """
 from __future__ import annotations
 
@@ -18,9 +20,11 @@ import argparse
 import signal
 import time
 
+import pandas as pd
 import torch
 import yaml
 
+from kdlib import alpha_rule
 from kdlib.archive import export_records
 from kdlib.notebooks import store_dir
 from kdlib.plan import GRID_STUDIES, study_grid, study_params
@@ -62,14 +66,20 @@ def main() -> None:
     print(f"{args.study} ({args.profile}): {len(configs)} runs; seeds {seeds}; executor {executor} {options}; "
           f"CPU capability {torch.backends.cpu.get_cpu_capability()}; store {store}", flush=True)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a `timeout` ends like a Ctrl-C: records kept
+    parts = []
     try:
         for seed in seeds:
             part = [c for c in configs if c.seed == seed]
             t0 = time.time()
             df = run_grid(part, store, device=args.device, data_root=p.get("data_root"), progress=True,
                           executor=executor, **options)
+            parts.append(df)
             print(f"seed {seed}: {len(part)} runs, {int((df.status != 'done').sum())} not done, "
                   f"{time.time() - t0:.0f} s", flush=True)
+        if args.study == "alpha_vs_factor" and p.get("save_rule") and set(seeds) >= set(p["seeds"]):
+            _, rules = alpha_rule.fit_study_rules(pd.concat(parts, ignore_index=True), p)  # as the notebook does
+            for path in alpha_rule.save_rules(rules, store):  # so alpha "auto" in later studies finds them
+                print("saved", path, flush=True)
     finally:
         if args.export:
             n = export_records(store, args.export, ["runs", "alpha_rules", "teachers", "scores"])

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kdlib.alpha_rule import (DEFAULT_RULE, AlphaRule, best_alpha, fit_alpha_rule, fit_rules, load_rules,
-                              resolve_alpha, resolve_auto_alpha, rule_for, rules_path, save_rules)
+from kdlib.alpha_rule import (DEFAULT_RULE, AlphaRule, best_alpha, fit_alpha_rule, fit_rules, fit_study_rules,
+                              load_rules, resolve_alpha, resolve_auto_alpha, rule_for, rules_path, save_rules)
 from kdlib.study import RunConfig, expand_grid
 from kdlib.train import TrainConfig
 
@@ -140,3 +140,17 @@ def test_records_hold_numeric_alpha_and_rule(tmp_path):
     assert df.alpha.tolist() == [DEFAULT_RULE(0.1)] and df.alpha_rule.str.startswith("default").all()
     rec = load_records(tmp_path)
     assert rec.alpha.tolist() == [DEFAULT_RULE(0.1)] and rec.alpha_rule.str.startswith("default").all()
+
+
+STUDY_PARAMS = dict(dataset="digits", model="convnet_small", teacher="convnet", tau=4.0, seeds=[0, 1, 2],
+                    alphas=[round(a, 1) for a in np.linspace(0, 1, 11)], n_boot=200, rule_kind="loglinear")
+
+
+def test_study_rules_follow_the_best_alpha_across_fractions():
+    _, rules = fit_study_rules(_grid_frame(), STUDY_PARAMS)
+    assert rules["random"](0.1) > rules["random"](1.0)
+
+
+def test_study_best_alpha_carries_the_gain_over_no_kd():
+    best, _ = fit_study_rules(_grid_frame(), STUDY_PARAMS)
+    assert np.allclose(best["gain"], best["best_acc"] - best["acc_at_0"])
