@@ -98,6 +98,46 @@ def accuracy_vs_fraction(df: pd.DataFrame, value: str = "final_acc", reference: 
     return fig
 
 
+def method_ranking(df: pd.DataFrame, value: str = "final_acc", title: Optional[str] = None) -> matplotlib.figure.Figure:
+    """One panel per kept fraction f < 1: every method's accuracy without KD (circles) and with KD (one triangle per
+    alpha, darker for larger alpha), mean over seeds with a one-sd bar and each seed a faint dot, methods sorted by
+    their best KD mean (best on top). Readable where ``accuracy_vs_fraction`` has too few fractions for curves."""
+    d = df[(df["status"] == "done") & df[value].notna() & (df["fraction"] < 1)]
+    _refuse_pooling(d[d["alpha"] > 0], ("teacher", "teacher_fraction", "tau"), "method_ranking")
+    _refuse_pooling(d, ("dataset", "model", "label_noise"), "method_ranking")
+    fr = sorted(d["fraction"].unique())
+    alphas = sorted(d["alpha"].unique())
+    kd = [a for a in alphas if a > 0]
+    shades = plt.get_cmap("Oranges")(np.linspace(0.55, 0.95, max(1, len(kd))))
+    colour = {0.0: "#08306b", **{a: shades[i] for i, a in enumerate(kd)}}
+    n_methods = d["method"].nunique()
+    fig, axes = plt.subplots(1, len(fr), figsize=(4.2 * len(fr) + 1.5, 0.32 * n_methods + 1.8), squeeze=False)
+    for ax, f in zip(axes[0], fr):
+        sub = d[d["fraction"] == f]
+        stats = sub.groupby(["method", "alpha"])[value].agg(["mean", "std", "count"]).reset_index()
+        rank = stats[stats["alpha"] > 0] if kd else stats
+        order = rank.groupby("method")["mean"].max().sort_values().index.tolist()
+        y = {m: i for i, m in enumerate(order)}
+        for j, a in enumerate(alphas):
+            off = (j - (len(alphas) - 1) / 2) * 0.22
+            s = stats[stats["alpha"] == a]
+            ys = s["method"].map(y) + off
+            ax.errorbar(s["mean"], ys, xerr=s["std"].fillna(0), fmt="o" if a == 0 else "^", color=colour[a], ms=4,
+                        capsize=2, lw=1, label="no KD" if a == 0 else f"KD, alpha={a:g}")
+            pts = sub[sub["alpha"] == a]
+            ax.plot(pts[value], pts["method"].map(y) + off, ".", color=colour[a], alpha=0.35, ms=3)
+        ax.set_yticks(range(len(order)), [f"{m} ({int(stats[stats.method == m]['count'].max())})" for m in order],
+                      fontsize=8)
+        ax.set_title(f"f = {f:g}", fontsize=10)
+        ax.set_xlabel("test accuracy (%)" + (" [final epoch]" if value == "final_acc" else ""), fontsize=9)
+        ax.grid(alpha=0.3, axis="x")
+    axes[0][0].legend(fontsize=8, loc="lower right")
+    fig.suptitle((title + "\n" if title else "") + "mean and sd over seeds (seeds in brackets), seeds as dots; "
+                 "sorted by the best KD mean", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def kd_gain_heatmap(gain: pd.DataFrame, q: float = 0.05, title: Optional[str] = None,
                     label: str = "KD gain over no KD (points)") -> matplotlib.figure.Figure:
     """Method x kept fraction heatmap of a paired gain (``report.paired_difference``/``gain_over_baseline``

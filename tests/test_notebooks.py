@@ -8,7 +8,7 @@ NOTEBOOKS = sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))
 TINY = ROOT / "tests" / "notebook_params"
 EXPECTED_FIGURES = {
     "theory_toy": ("risk_vs_alpha", "optimal_alpha", "risk_vs_teacher_fraction", "kd_vs_no_kd", "pruning_label_noise"),
-    "pruning_sweep": ("accuracy_vs_fraction", "kd_gain_heatmap"),
+    "pruning_sweep": ("accuracy_vs_fraction", "method_ranking", "kd_gain_heatmap"),
     "claims": ("claim_kd_improves", "claim_half_beats_full", "claim_theory_kd_improves", "frontier"),
 }
 

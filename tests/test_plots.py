@@ -1,0 +1,35 @@
+"""kdlib.plots: figures that order or label what they draw, checked on a small table."""
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from kdlib import plots  # noqa: E402
+
+
+@pytest.fixture
+def one_fraction():
+    """Three methods at f = 0.05, no KD and KD at alpha 0.5, two seeds; with KD, random best and el2n worst."""
+    kd = {"random": 86.0, "moderate": 84.0, "el2n": 60.0}
+    rows = [dict(method=m, fraction=0.05, alpha=a, seed=s, status="done", dataset="fashion_mnist", model="resnet8",
+                 label_noise=0.0, teacher="resnet8", teacher_fraction=1.0, tau=4.0,
+                 final_acc=(acc if a else acc - 5) + s)
+            for m, acc in kd.items() for a in (0.0, 0.5) for s in (0, 1)]
+    return pd.DataFrame(rows)
+
+
+def test_method_ranking_puts_the_best_kd_method_on_top(one_fraction):
+    ax = plots.method_ranking(one_fraction).axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()][-1] == "random (2)"
+
+
+def test_method_ranking_puts_the_worst_kd_method_at_the_bottom(one_fraction):
+    ax = plots.method_ranking(one_fraction).axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()][0] == "el2n (2)"
+
+
+def test_method_ranking_draws_one_panel_per_fraction(one_fraction):
+    two = pd.concat([one_fraction, one_fraction.assign(fraction=0.3)], ignore_index=True)
+    assert len(plots.method_ranking(two).axes) == 2
