@@ -154,8 +154,9 @@ def kd_gain_heatmap(gain: pd.DataFrame, q: float = 0.05, title: Optional[str] = 
                              squeeze=False, layout="constrained")
     for ax, a in zip(axes[0], panels):
         sub = g[g["alpha"] == a] if not (isinstance(a, float) and np.isnan(a)) else g
-        mean = sub.pivot_table(index="method", columns="fraction", values="mean_diff").reindex(methods)[fr]
-        sig = sub.pivot_table(index="method", columns="fraction", values="q").reindex(methods)[fr] < q
+        mean = sub.pivot_table(index="method", columns="fraction", values="mean_diff").reindex(index=methods, columns=fr)
+        sig = sub.pivot_table(index="method", columns="fraction", values="q", dropna=False).reindex(
+            index=methods, columns=fr) < q  # q is NaN (not significant) with one seed
         im = ax.imshow(mean.to_numpy(dtype=float), cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
         for i in range(len(methods)):
             for j in range(len(fr)):

@@ -33,3 +33,10 @@ def test_method_ranking_puts_the_worst_kd_method_at_the_bottom(one_fraction):
 def test_method_ranking_draws_one_panel_per_fraction(one_fraction):
     two = pd.concat([one_fraction, one_fraction.assign(fraction=0.3)], ignore_index=True)
     assert len(plots.method_ranking(two).axes) == 2
+
+
+def test_kd_gain_heatmap_draws_gains_without_q_values():
+    gain = pd.DataFrame({"method": ["random", "el2n"], "fraction": [0.05, 0.05], "mean_diff": [3.0, 12.0],
+                         "q": [float("nan")] * 2, "alpha": [0.5, 0.5]})  # one seed: no test, no q
+    texts = [t.get_text() for t in plots.kd_gain_heatmap(gain).axes[0].texts]
+    assert texts == ["+12.0", "+3.0"]
