@@ -57,6 +57,7 @@ RESULT_COLUMNS = {"key", "status", "final_acc", "best_acc", "best_epoch", "wall_
 RUN_AXES = ("method", "fraction", "alpha", "seed", "score_seed", "alpha_rule", "workers", "eval_batch_size",
             "proxy_recipe",  # the scoring proxy belongs to the method (random has none): see prepare
             "data.root", "data.workers", "data.eval_batch_size", "teacher_checkpoint.path")  # not keyed
+METHOD_PARAMS = "method_params."  # flattened method hyperparameters: part of the method, like its proxy
 KD_SIDE = ("teacher", "teacher_fraction", "teacher_recipe", "teacher_checkpoint", "teacher_checkpoint.sha256", "tau",
            "kd_loss")
 
@@ -148,9 +149,16 @@ def prepare(df: pd.DataFrame, value: str = "final_acc") -> pd.DataFrame:
         n_recipes = d.groupby("method")["proxy_recipe"].transform(lambda s: s.dropna().nunique())
         several = n_recipes > 1
         d.loc[several, "method"] = d.loc[several, "method"] + " [proxy " + d.loc[several, "proxy_recipe"].fillna("none") + "]"
+    params = sorted(c for c in d.columns if c.startswith(METHOD_PARAMS))
+    if params and len(d):  # a method's hyperparameters belong to it (CCS's strata, DeepFool's overshoot), not to
+        # the setting; a method run with two sets of them is two methods, named apart
+        recipe = pd.Series([_key(r) for r in d[params].itertuples(index=False)], index=d.index)
+        several = recipe.groupby(d["method"]).transform("nunique") > 1
+        d.loc[several, "method"] = d.loc[several, "method"] + " [params " + recipe[several].map(
+            lambda k: hashlib.sha256(k.encode()).hexdigest()[:6]) + "]"
     # what ran (runtime.*: device, threads, versions) does not define a setting, except the resolved precision
     setting_cols = sorted(c for c in d.columns if c not in RESULT_COLUMNS and c not in RUN_AXES
-                          and c not in KD_SIDE and c not in ("setting", "kd_setting", "kd_weight")
+                          and not c.startswith(METHOD_PARAMS) and c not in KD_SIDE and c not in ("setting", "kd_setting", "kd_weight")
                           and (not c.startswith("runtime.") or c == "runtime.precision"))
     kd_cols = [c for c in KD_SIDE if c in d.columns]
     d["setting"] = [_key(r) for r in d[setting_cols].itertuples(index=False)] if len(d) else []

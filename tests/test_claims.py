@@ -195,3 +195,22 @@ def test_a_teacher_on_part_of_the_data_is_left_to_claim_five():
 
 def test_frontier_counts_the_seeds_of_the_pruned_runs():
     assert frontier_table()["seeds"] == 5
+
+
+def test_methods_with_their_own_hyperparameters_share_a_context():
+    df = sweep(+2.0)
+    df["method_params.strata"] = np.where(df.method == "el2n", 50.0, np.nan)  # declared by one method only
+    assert len(verdict(df, "kd_improves")) == 1
+
+
+def test_random_is_compared_with_a_method_that_has_hyperparameters():
+    df = sweep(+2.0)
+    df["method_params.strata"] = np.where(df.method == "el2n", 50.0, np.nan)
+    assert verdict(df, "random_matches") != ["inconclusive"]
+
+
+def test_a_method_run_with_two_hyperparameter_sets_is_two_methods():
+    df = sweep(+2.0, methods=("random", "el2n", "ccs"))
+    df["method_params.strata"] = np.where(df.method == "el2n", np.where(df.seed % 2 == 0, 50.0, 10.0), np.nan)
+    names = claims.prepare(df)["method"].unique()
+    assert sum(n.startswith("el2n [params ") for n in names) == 2
