@@ -11,13 +11,17 @@ defaults, with ``--set`` overriding single parameters, e.g. ``--set 'fractions=[
 its options default to the ones the parameter file names. After every seed of alpha_vs_factor the alpha rules
 are fitted and saved as the notebook does (``kdlib.alpha_rule.fit_study_rules``), so ``alpha: auto`` in the
 studies after it finds them. ``--export`` writes the store's run records, alpha rules, teachers (with weights) and
-scores (with arrays) to one archive at the end, also after a Ctrl-C or SIGTERM (``python -m kdlib.archive import
-FILE STORE`` brings them into another store).
+scores (with arrays) to one archive at the end, also after a Ctrl-C, or at once on a SIGTERM (``timeout``), which
+stops the workers without waiting for their runs (``python -m kdlib.archive import FILE STORE`` brings the
+records into another store).
 """
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import signal
+import sys
 import time
 
 import pandas as pd
@@ -29,6 +33,25 @@ from kdlib.archive import export_records
 from kdlib.notebooks import store_dir
 from kdlib.plan import GRID_STUDIES, study_grid, study_params
 from kdlib.study import check_executor_options, run_grid
+
+
+def _export(store: str, path: str | None) -> None:
+    if path:
+        n = export_records(store, path, ["runs", "alpha_rules", "teachers", "scores"])
+        print(f"{path}: {n} records", flush=True)
+
+
+def _on_term(store: str, path: str | None) -> None:
+    """SIGTERM (a ``timeout``): the workers stop at once (a run cut short leaves its checkpoint for the next
+    call, no record), the finished records are exported, and the process exits without waiting for any run."""
+    def handler(signum: int, frame: object) -> None:
+        for child in multiprocessing.active_children():
+            child.terminate()
+        _export(store, path)
+        sys.stdout.flush()
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def main() -> None:
@@ -56,6 +79,7 @@ def main() -> None:
     if args.data_root:
         p["data_root"] = args.data_root
     store = store_dir(args.profile, args.store)
+    _on_term(str(store), args.export)
     configs = study_grid(args.study, p, store)
     options = check_executor_options(p.get("executor_options") or {})
     for name in ("workers", "runs_per_gpu"):
@@ -65,7 +89,6 @@ def main() -> None:
     seeds = args.seeds if args.seeds is not None else sorted({c.seed for c in configs})
     print(f"{args.study} ({args.profile}): {len(configs)} runs; seeds {seeds}; executor {executor} {options}; "
           f"CPU capability {torch.backends.cpu.get_cpu_capability()}; store {store}", flush=True)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a `timeout` ends like a Ctrl-C: records kept
     parts = []
     try:
         for seed in seeds:
@@ -80,10 +103,8 @@ def main() -> None:
             _, rules = alpha_rule.fit_study_rules(pd.concat(parts, ignore_index=True), p)  # as the notebook does
             for path in alpha_rule.save_rules(rules, store):  # so alpha "auto" in later studies finds them
                 print("saved", path, flush=True)
-    finally:
-        if args.export:
-            n = export_records(store, args.export, ["runs", "alpha_rules", "teachers", "scores"])
-            print(f"{args.export}: {n} records", flush=True)
+    finally:  # also after a Ctrl-C, once the workers have stopped
+        _export(str(store), args.export)
 
 
 if __name__ == "__main__":
