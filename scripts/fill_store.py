@@ -4,7 +4,7 @@ afterwards reads every run from the store and only draws.
 
     python scripts/fill_store.py --profile cpu --study pruning_sweep [--seeds 0 1 2] [--store DIR]
                                  [--data-root DIR] [--device auto] [--executor processes] [--workers 2]
-                                 [--runs-per-gpu 8] [--set NAME=YAML ...] [--export FILE]
+                                 [--runs-per-gpu 8] [--set NAME=YAML ...] [--interleave] [--export FILE]
 
 The grid is the notebook's (``kdlib.plan.study_grid`` on ``params/<profile>/<study>.yaml`` over the notebook's
 defaults, with ``--set`` overriding single parameters, e.g. ``--set 'fractions=[0.05, 0.1]'``); the executor and
@@ -67,6 +67,9 @@ def main() -> None:
     ap.add_argument("--runs-per-gpu", type=int)
     ap.add_argument("--set", nargs="+", default=[], metavar="NAME=YAML",
                     help="override a parameter of the file, e.g. 'fractions=[0.05, 0.1]'")
+    ap.add_argument("--interleave", action="store_true",
+                    help="fill the seeds together, method by method in the order of `methods` (a stop leaves the "
+                         "first methods whole at every seed) instead of seed after seed")
     ap.add_argument("--export", help="archive file written at the end (gzip JSON lines)")
     args = ap.parse_args()
 
@@ -91,13 +94,16 @@ def main() -> None:
           f"CPU capability {torch.backends.cpu.get_cpu_capability()}; store {store}", flush=True)
     parts = []
     try:
-        for seed in seeds:
-            part = [c for c in configs if c.seed == seed]
+        rank = {m: i for i, m in enumerate(p.get("methods") or [])}
+        batches = ([sorted((c for c in configs if c.seed in seeds), key=lambda c: (rank.get(c.method, 0), c.seed))]
+                   if args.interleave else [[c for c in configs if c.seed == seed] for seed in seeds])
+        for part in batches:
+            seed = sorted({c.seed for c in part})
             t0 = time.time()
             df = run_grid(part, store, device=args.device, data_root=p.get("data_root"), progress=True,
                           executor=executor, **options)
             parts.append(df)
-            print(f"seed {seed}: {len(part)} runs, {int((df.status != 'done').sum())} not done, "
+            print(f"seeds {seed}: {len(part)} runs, {int((df.status != 'done').sum())} not done, "
                   f"{time.time() - t0:.0f} s", flush=True)
         if args.study == "alpha_vs_factor" and p.get("save_rule") and set(seeds) >= set(p["seeds"]):
             _, rules = alpha_rule.fit_study_rules(pd.concat(parts, ignore_index=True), p)  # as the notebook does
