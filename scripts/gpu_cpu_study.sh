@@ -12,7 +12,7 @@
 #   LIMIT=120 DEVICE=cpu WORKERS=2 RUNS_PER_GPU=1 scripts/gpu_cpu_study.sh   # the same flow on a CPU
 # Environment: LIMIT (default 540), OUT (default outputs/gpu-study), DATA_ROOT (default: the Debian package's
 # folder), DEVICE (default cuda), WORKERS (default 16 processes), RUNS_PER_GPU (default 16), BEST2 (the sweep's
-# best two other methods, added to the alpha study; default "ccs moderate").
+# best two other methods, added to the alpha study; default "facility_location moderate", the best two at f = 0.05 in docs/results/cpu).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
@@ -20,7 +20,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS=1
 OUT=${OUT:-outputs/gpu-study}
 DATA_ROOT=${DATA_ROOT:-/usr/share/datasets/fashion-mnist}
 LIMIT=${LIMIT:-540}
-read -r -a BEST2 <<< "${BEST2:-ccs moderate}"
+read -r -a BEST2 <<< "${BEST2:-facility_location moderate}"
 mkdir -p "$OUT"
 deadline=$(( $(date +%s) + LIMIT ))
 "$PY" -c "import torch, kdlib; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), \
@@ -35,7 +35,7 @@ fill() {  # fill STUDY [--set ...]: one study under what is left of the deadline
 }
 
 # The issue's grids (params/cpu holds the cut a 2-core CPU can afford; these put back what it dropped).
-fill pruning_sweep --set 'fractions=[0.05, 0.1, 0.3, 0.5, 0.7, 1.0]'
+fill pruning_sweep --set 'fractions=[0.05, 0.1, 0.3, 0.5, 0.7, 1.0]' 'seeds_by_method={random: [0, 1, 2, 3, 4]}'
 fill alpha_vs_factor --set "methods=[random, el2n, forgetting, ${BEST2[0]}, ${BEST2[1]}]" \
     'fractions=[0.02, 0.05, 0.1, 0.3]'
 fill noisy_labels
