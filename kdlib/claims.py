@@ -158,7 +158,8 @@ def prepare(df: pd.DataFrame, value: str = "final_acc") -> pd.DataFrame:
             lambda k: hashlib.sha256(k.encode()).hexdigest()[:6]) + "]"
     # what ran (runtime.*: device, threads, versions) does not define a setting, except the resolved precision
     setting_cols = sorted(c for c in d.columns if c not in RESULT_COLUMNS and c not in RUN_AXES
-                          and not c.startswith(METHOD_PARAMS) and c not in KD_SIDE and c not in ("setting", "kd_setting", "kd_weight")
+                          and not c.startswith(METHOD_PARAMS) and c not in KD_SIDE
+                          and c not in ("setting", "kd_setting", "kd_weight")
                           and (not c.startswith("runtime.") or c == "runtime.precision"))
     kd_cols = [c for c in KD_SIDE if c in d.columns]
     d["setting"] = [_key(r) for r in d[setting_cols].itertuples(index=False)] if len(d) else []

@@ -89,7 +89,11 @@ def main() -> None:
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
     executor = args.executor or p.get("executor", "local")
-    seeds = args.seeds if args.seeds is not None else sorted({c.seed for c in configs})
+    grid_seeds = sorted({c.seed for c in configs})
+    seeds = args.seeds if args.seeds is not None else grid_seeds
+    if set(seeds) - set(grid_seeds):
+        raise SystemExit(f"--seeds {sorted(set(seeds) - set(grid_seeds))} are not in the {args.study} grid; "
+                         f"allowed: {grid_seeds}")
     print(f"{args.study} ({args.profile}): {len(configs)} runs; seeds {seeds}; executor {executor} {options}; "
           f"CPU capability {torch.backends.cpu.get_cpu_capability()}; store {store}", flush=True)
     parts = []
@@ -98,12 +102,11 @@ def main() -> None:
         batches = ([sorted((c for c in configs if c.seed in seeds), key=lambda c: (rank.get(c.method, 0), c.seed))]
                    if args.interleave else [[c for c in configs if c.seed == seed] for seed in seeds])
         for part in batches:
-            seed = sorted({c.seed for c in part})
             t0 = time.time()
             df = run_grid(part, store, device=args.device, data_root=p.get("data_root"), progress=True,
                           executor=executor, **options)
             parts.append(df)
-            print(f"seeds {seed}: {len(part)} runs, {int((df.status != 'done').sum())} not done, "
+            print(f"seeds {sorted({c.seed for c in part})}: {len(part)} runs, {int((df.status != 'done').sum())} not done, "
                   f"{time.time() - t0:.0f} s", flush=True)
         if args.study == "alpha_vs_factor" and p.get("save_rule") and set(seeds) >= set(p["seeds"]):
             _, rules = alpha_rule.fit_study_rules(pd.concat(parts, ignore_index=True), p)  # as the notebook does
