@@ -26,9 +26,13 @@ BLOB_SUFFIX = {"teachers": ".pt", "scores": ".npz"}  # kinds whose record names 
 
 
 def export_records(store: Store | str | os.PathLike, path: str | os.PathLike,
-                   kinds: Sequence[str] = DEFAULT_KINDS) -> int:
+                   kinds: Sequence[str] = DEFAULT_KINDS, max_blob_bytes: Optional[int] = None) -> int:
     """Writes every readable record of ``kinds`` in ``store`` to the gzip JSON-lines file ``path`` (sorted by kind
-    and key, so the same records give the same file); returns how many."""
+    and key, so the same records give the same file); returns how many. ``max_blob_bytes`` leaves out teachers and
+    scores whose artefact is larger (an archive that must fit a size limit: wide teachers are retrained instead)."""
+    if max_blob_bytes is not None and (isinstance(max_blob_bytes, bool) or not isinstance(max_blob_bytes, int)
+                                       or max_blob_bytes < 0):
+        raise ValueError(f"max_blob_bytes must be None or an integer >= 0, got {max_blob_bytes!r}")
     store = store if isinstance(store, Store) else Store(store)
     lines = []
     for kind in kinds:
@@ -42,6 +46,8 @@ def export_records(store: Store | str | os.PathLike, path: str | os.PathLike,
                 blob = store.get_blob(kind, rec["key"], BLOB_SUFFIX[kind], rec["sha256"])
                 if blob is None:
                     continue  # its artefact is missing or damaged here: the importing store recomputes it
+                if max_blob_bytes is not None and len(blob) > max_blob_bytes:
+                    continue  # too large for this archive: the importing store recomputes it
                 item["blob"] = base64.b64encode(blob).decode()
             lines.append(json.dumps(item, sort_keys=True, separators=(",", ":")))
     payload = ("\n".join(lines) + "\n").encode() if lines else b""
@@ -91,12 +97,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     ex.add_argument("store")
     ex.add_argument("file")
     ex.add_argument("--kinds", nargs="+", default=list(DEFAULT_KINDS))
+    ex.add_argument("--max-blob-mb", type=float, help="leave out teachers and scores whose artefact is larger")
     im = sub.add_parser("import", help="archive file -> store (records already there are kept)")
     im.add_argument("file")
     im.add_argument("store")
     args = parser.parse_args(argv)
     if args.command == "export":
-        n = export_records(args.store, args.file, args.kinds)
+        limit = None if args.max_blob_mb is None else int(args.max_blob_mb * 2**20)
+        n = export_records(args.store, args.file, args.kinds, max_blob_bytes=limit)
         print(f"{args.file}: {n} record(s) of {', '.join(args.kinds)} from {args.store}")
     else:
         c = import_records(args.file, args.store)

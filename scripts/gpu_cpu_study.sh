@@ -1,44 +1,84 @@
 #!/usr/bin/env bash
-# The cpu profile's studies (Fashion-MNIST, ResNet-8; issue 16) at the issue's full grids, on a lent GPU, in one
-# command that fits the device's 10-minute call: each study is filled seed after seed (scripts/fill_store.py) in
-# the order the claims need them, all under one deadline (LIMIT seconds), then every record (runs, alpha rules,
-# teachers with weights, scores with arrays) is exported to $OUT/cpu_study.jsonl.gz, whatever finished.
-# Back on a workstation:
-#   python -m kdlib.archive import cpu_study.jsonl.gz outputs/cpu/store
-#   python -m kdlib.notebooks --profile cpu          # the notebooks read the runs and only draw what is new
-# Runs the store already holds are read, never redone: a second call goes on where the first stopped.
+# The cpu profile's studies (Fashion-MNIST, ResNet-8 student; issue 16) that a 2-core CPU cannot afford, on a lent
+# GPU, in one command that fits the device's 10-minute call. Three lanes fill the store side by side under one
+# deadline (LIMIT seconds), each with its own worker processes on the one GPU:
+#   A  teacher capacity: the ResNet-14/20/32/8x4/32x4 teachers (ResNet-8's come from the published archive) and
+#      their students, all seeds together;
+#   B  alpha against f: the alpha study's grid method after method (random, EL2N, forgetting, then BEST2), all
+#      seeds together, so a stop leaves whole methods; its alpha rules are fitted if it finishes;
+#   C  the pruning sweep at SWEEP_FRACTIONS (the published f = 0.05 runs are read, not redone), method after method.
+# Then the records come back in at most 8 files under $OUT (the device's limit: 16 MiB each): runs.jsonl.gz (run
+# records and alpha rules), teachers.jsonl.gz (teachers whose weights are under TEACHER_MB; the wide ones are
+# left there), scores.jsonl.gz (if under 15 MiB), gpu_study.log and one log per lane. Back on a workstation:
+#   for f in runs teachers scores; do python -m kdlib.archive import $f.jsonl.gz outputs/cpu/store; done
+#   python -m kdlib.notebooks --profile cpu       # the notebooks read the runs and only draw
+# Each record's runtime names the device that made it (GPU name, precision).
 #
-#   scripts/gpu_cpu_study.sh                           # on the device; DATA_ROOT: the four Fashion-MNIST IDX .gz
-#   LIMIT=120 DEVICE=cpu WORKERS=2 RUNS_PER_GPU=1 scripts/gpu_cpu_study.sh   # the same flow on a CPU
-# Environment: LIMIT (default 540), OUT (default outputs/gpu-study), DATA_ROOT (default: the Debian package's
-# folder), DEVICE (default cuda), WORKERS (default 16 processes), RUNS_PER_GPU (default 16), BEST2 (the sweep's
-# best two other methods, added to the alpha study; default "facility_location moderate", the best two at f = 0.05 in docs/results/cpu).
+#   DATA_ROOT=.gpu/fashion-mnist STORE=/tmp/store scripts/gpu_cpu_study.sh            # on the device ($OUT set)
+#   LIMIT=90 DEVICE=cpu WORKERS_A=1 WORKERS_B=1 WORKERS_C=1 scripts/gpu_cpu_study.sh  # the same flow on a CPU
+# Environment: LIMIT (default 500), OUT (default outputs/gpu-study), STORE (default $OUT/../gpu-store: never
+# under $OUT, whose files all travel back), DATA_ROOT (default: the Debian package's folder), DEVICE (default cuda),
+# WORKERS_A/B/C (default 5/6/5 processes), BEST2 (default "facility_location moderate", the sweep's best two other
+# methods at f = 0.05 in docs/results/cpu), SWEEP_FRACTIONS (default "0.05, 0.1"), TEACHER_MB (default 2).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
 OUT=${OUT:-outputs/gpu-study}
+STORE=${STORE:-$(dirname "$OUT")/gpu-store}
 DATA_ROOT=${DATA_ROOT:-/usr/share/datasets/fashion-mnist}
-LIMIT=${LIMIT:-540}
+LIMIT=${LIMIT:-500}
+DEVICE=${DEVICE:-cuda}
 read -r -a BEST2 <<< "${BEST2:-facility_location moderate}"
-mkdir -p "$OUT"
+mkdir -p "$OUT" "$STORE"
+LOG="$OUT/gpu_study.log"
 deadline=$(( $(date +%s) + LIMIT ))
-"$PY" -c "import torch, kdlib; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), \
-torch.cuda.get_device_name(0) if torch.cuda.is_available() else torch.backends.cpu.get_cpu_capability())"
+exec > >(tee -a "$LOG") 2>&1
 
-fill() {  # fill STUDY [--set ...]: one study under what is left of the deadline
+# Preflight: fail in seconds, not at the deadline, if the device, the data or the code is not there.
+"$PY" - "$DATA_ROOT" "$DEVICE" <<'EOF' || { echo "preflight failed"; exit 2; }
+import sys, time, torch, numpy, pandas, kdlib
+from kdlib.data import load_dataset
+t = time.time()
+d = load_dataset("fashion_mnist", root=sys.argv[1])
+dev = sys.argv[2]
+name = torch.cuda.get_device_name(0) if dev.startswith("cuda") else torch.backends.cpu.get_cpu_capability()
+print(f"torch {torch.__version__} numpy {numpy.__version__} pandas {pandas.__version__}; device {dev}: {name}; "
+      f"fashion_mnist {tuple(d.x_train.shape)} read in {time.time() - t:.1f} s", flush=True)
+EOF
+for f in docs/results/cpu/store/*.jsonl.gz; do "$PY" -m kdlib.archive import "$f" "$STORE"; done
+
+fill() {  # fill WORKERS STUDY [args]: one study under what is left of the deadline
+    local workers=$1; shift
     local left=$(( deadline - $(date +%s) ))
     if (( left < 20 )); then echo "skipped $1: deadline"; return; fi
-    timeout -s TERM "$left" "$PY" scripts/fill_store.py --profile cpu --study "$@" --store "$OUT/store" \
-        --data-root "$DATA_ROOT" --device "${DEVICE:-cuda}" --workers "${WORKERS:-16}" \
-        --runs-per-gpu "${RUNS_PER_GPU:-16}" 2>&1 | grep -v 'it/s\]$' | tail -n 3
+    echo "[$(date +%T)] start $1 ($workers workers, ${left} s left)"
+    timeout -s TERM "$left" "$PY" scripts/fill_store.py --profile cpu --study "$@" --store "$STORE" \
+        --data-root "$DATA_ROOT" --device "$DEVICE" --workers "$workers" --runs-per-gpu "$workers" 2>&1 \
+        | tee "$OUT/lane_$1.log" | tr '\r' '\n' | grep --line-buffered -v 'it/s\]$' | grep --line-buffered -v '^\s*$' | tail -n 4
+    echo "[$(date +%T)] end $1 (rc ${PIPESTATUS[0]})"
 }
 
-# The issue's grids (params/cpu holds the cut a 2-core CPU can afford; these put back what it dropped).
-fill pruning_sweep --set 'fractions=[0.05, 0.1, 0.3, 0.5, 0.7, 1.0]' 'seeds_by_method={random: [0, 1, 2, 3, 4]}'
-fill alpha_vs_factor --set "methods=[random, el2n, forgetting, ${BEST2[0]}, ${BEST2[1]}]" \
-    'fractions=[0.02, 0.05, 0.1, 0.3]'
-fill noisy_labels
-fill teacher_fraction
-fill teacher_capacity --set 'teachers=[resnet8, resnet14, resnet20, resnet32, resnet8x4, resnet32x4]'
-"$PY" -m kdlib.archive export "$OUT/store" "$OUT/cpu_study.jsonl.gz" --kinds runs alpha_rules teachers scores
+if command -v nvidia-smi >/dev/null && [[ $DEVICE == cuda* ]]; then  # the GPU's load once a minute, into the log
+    nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader -l 60 & smi=$!
+fi
+fill "${WORKERS_A:-5}" teacher_capacity --interleave & lanes=($!)
+fill "${WORKERS_B:-6}" alpha_vs_factor --interleave --set "methods=[random, el2n, forgetting, ${BEST2[0]}, ${BEST2[1]}]" & lanes+=($!)
+fill "${WORKERS_C:-5}" pruning_sweep --interleave --set "fractions=[${SWEEP_FRACTIONS:-0.05, 0.1}]" \
+    'seeds_by_method={random: [0, 1, 2, 3, 4]}' & lanes+=($!)
+wait "${lanes[@]}"  # the lanes only: a bare wait would also wait for the log's tee
+[[ -n ${smi:-} ]] && kill "$smi"
+
+"$PY" -m kdlib.archive export "$STORE" "$OUT/runs.jsonl.gz" --kinds runs alpha_rules
+"$PY" -m kdlib.archive export "$STORE" "$OUT/teachers.jsonl.gz" --kinds teachers --max-blob-mb "${TEACHER_MB:-2}"
+"$PY" -m kdlib.archive export "$STORE" "$OUT/scores.jsonl.gz" --kinds scores --max-blob-mb 4
+for f in "$OUT"/*.jsonl.gz; do
+    if (( $(stat -c %s "$f") > 15 * 1024 * 1024 )); then echo "$f over 15 MiB: removed"; rm "$f"; fi
+done
+"$PY" - "$STORE" <<'EOF'
+import sys
+from kdlib.store import Store
+s = Store(sys.argv[1])
+print({k: sum(1 for _ in s.records(k)) for k in ("runs", "teachers", "scores", "alpha_rules")})
+EOF
+ls -la "$OUT"

@@ -93,6 +93,22 @@ def test_teacher_without_its_weights_is_not_exported(with_teacher, tmp_path):
     assert export_records(store, tmp_path / "t.jsonl.gz", ["teachers"]) == 0
 
 
+def test_teacher_over_the_size_limit_is_not_exported(with_teacher, tmp_path):
+    store, _ = with_teacher
+    assert export_records(store, tmp_path / "t.jsonl.gz", ["teachers"], max_blob_bytes=6) == 0
+
+
+def test_teacher_within_the_size_limit_is_exported(with_teacher, tmp_path):
+    store, _ = with_teacher
+    assert export_records(store, tmp_path / "t.jsonl.gz", ["teachers"], max_blob_bytes=7) == 1
+
+
+def test_negative_size_limit_names_the_parameter(with_teacher, tmp_path):
+    store, _ = with_teacher
+    with pytest.raises(ValueError, match="max_blob_bytes"):
+        export_records(store, tmp_path / "t.jsonl.gz", ["teachers"], max_blob_bytes=-1)
+
+
 def test_teacher_with_altered_weights_is_refused(with_teacher, tmp_path):
     store, _ = with_teacher
     path = _export_teachers(store, tmp_path)
