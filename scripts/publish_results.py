@@ -51,7 +51,8 @@ def publish(profile: str, teacher_mb: float, dry_run: bool = False) -> None:
             line += f"; {len(df)} runs"
             for col in ("runtime.device", "runtime.cpu_capability", "runtime.device_name"):
                 if col in df:
-                    line += f"; {col.split('.')[1]}: {dict(df[col].fillna('-').value_counts())}"
+                    counts = {str(k): int(v) for k, v in df[col].fillna("-").value_counts().items()}
+                    line += f"; {col.split('.')[1]}: {counts}"
             if "wall_seconds" in df:
                 line += f"; run wall time {df['wall_seconds'].sum() / 3600:.1f} h in total"
         print(line)
