@@ -108,7 +108,8 @@ def main() -> None:
             df = run_grid(part, store, device=args.device, data_root=p.get("data_root"), progress=True,
                           executor=executor, **options)
             parts.append(df)
-            print(f"seeds {sorted({c.seed for c in part})}: {len(part)} runs, {int((df.status != 'done').sum())} not done, "
+            not_done = int((df.status != "done").sum())
+            print(f"seeds {sorted({c.seed for c in part})}: {len(part)} runs, {not_done} not done, "
                   f"{time.time() - t0:.0f} s", flush=True)
         if args.study == "alpha_vs_factor" and p.get("save_rule") and set(seeds) >= set(p["seeds"]):
             _, rules = alpha_rule.fit_study_rules(pd.concat(parts, ignore_index=True), p)  # as the notebook does
