@@ -43,11 +43,12 @@ def export_records(store: Store | str | os.PathLike, path: str | os.PathLike,
             if kind in BLOB_SUFFIX:
                 if not rec.get("sha256"):
                     continue  # a record without its artefact (not the main process's) is of no use elsewhere
+                blob_path = store.path(kind, rec["key"], BLOB_SUFFIX[kind])
+                if max_blob_bytes is not None and blob_path.exists() and blob_path.stat().st_size > max_blob_bytes:
+                    continue  # too large for this archive (not read): the importing store recomputes it
                 blob = store.get_blob(kind, rec["key"], BLOB_SUFFIX[kind], rec["sha256"])
                 if blob is None:
                     continue  # its artefact is missing or damaged here: the importing store recomputes it
-                if max_blob_bytes is not None and len(blob) > max_blob_bytes:
-                    continue  # too large for this archive: the importing store recomputes it
                 item["blob"] = base64.b64encode(blob).decode()
             lines.append(json.dumps(item, sort_keys=True, separators=(",", ":")))
     payload = ("\n".join(lines) + "\n").encode() if lines else b""

@@ -4,12 +4,13 @@ afterwards reads every run from the store and only draws.
 
     python scripts/fill_store.py --profile cpu --study pruning_sweep [--seeds 0 1 2] [--store DIR]
                                  [--data-root DIR] [--device auto] [--executor processes] [--workers 2]
-                                 [--runs-per-gpu 8] [--lockstep 11] [--set NAME=YAML ...] [--interleave] [--export FILE]
+                                 [--runs-per-gpu 8] [--lockstep 11] [--set NAME=YAML ...] [--interleave]
+                                 [--export FILE]
 
 The grid is the notebook's (``kdlib.plan.study_grid`` on ``params/<profile>/<study>.yaml`` over the notebook's
 defaults, with ``--set`` overriding single parameters, e.g. ``--set 'fractions=[0.05, 0.1]'``); the executor and
-its options default to the ones the parameter file names. After every seed of alpha_vs_factor the alpha rules
-are fitted and saved as the notebook does (``kdlib.alpha_rule.fit_study_rules``), so ``alpha: auto`` in the
+its options default to the ones the parameter file names. Once every seed of alpha_vs_factor has run, the alpha
+rules are fitted and saved as the notebook does (``kdlib.alpha_rule.fit_study_rules``), so ``alpha: auto`` in the
 studies after it finds them. ``--export`` writes the store's run records, alpha rules, teachers (with weights) and
 scores (with arrays) to one archive at the end, also after a Ctrl-C, or at once on a SIGTERM (``timeout``), which
 stops the workers without waiting for their runs (``python -m kdlib.archive import FILE STORE`` brings the

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The cpu profile's studies (Fashion-MNIST, ResNet-8 student; issue 16) that a 2-core CPU cannot afford, on a lent
 # GPU, in one command that fits the device's 10-minute call. Three lanes fill the store side by side under one
-# deadline (LIMIT seconds), each with its own worker processes on the one GPU:
+# deadline (LIMIT seconds) on the one GPU (LANE_A/B/C below say how many processes each):
 #   A  teacher capacity: the ResNet-14/20/32/8x4/32x4 teachers (ResNet-8's come from the published archive) and
 #      their students, all seeds together;
 #   B  alpha against f: the alpha study's grid method after method (random, EL2N, forgetting, then BEST2), all
@@ -18,8 +18,8 @@
 #   LIMIT=90 DEVICE=cpu LANE_A=1 scripts/gpu_cpu_study.sh                        # the same flow on a CPU
 # Environment: LIMIT (default 500), OUT (default outputs/gpu-study), STORE (default $OUT/../gpu-store: never
 # under $OUT, whose files all travel back), DATA_ROOT (default: the Debian package's folder), DEVICE (default cuda),
-# LANE_A/B/C (default 3 / lock11 / lock2: N worker processes, or lockN: one
-# process training up to N alphas of a run stacked into one wide network), BEST2 (default "facility_location moderate", the sweep's best two other
+# LANE_A/B/C (default 3 / lock11 / lock2: N worker processes, or lockN: one process training up to N alphas of a
+# run stacked into one wide network), BEST2 (default "facility_location moderate", the sweep's best two other
 # methods at f = 0.05 in docs/results/cpu), SWEEP_FRACTIONS (default "0.05, 0.1"), TEACHER_MB (default 2).
 # Measured on an H200 (2026-12-01, 16 worker processes, 5/6/5 per lane, fp32): "100% utilisation" in nvidia-smi
 # but ~4,000 training images/s per ResNet-8 process (~65k in all): 16 contexts time-slicing one GPU, each with
@@ -64,7 +64,7 @@ fill() {  # fill HOW STUDY [args]: HOW = N (N worker processes) or lockN (one pr
     echo "[$(date +%T)] start $1 (${ex[*]}, ${left} s left)"
     timeout -s TERM "$left" "$PY" scripts/fill_store.py --profile cpu --study "$@" --store "$STORE" \
         --data-root "$DATA_ROOT" --device "$DEVICE" "${ex[@]}" 2>&1 \
-        | tee "$OUT/lane_$1.log" | tr '\r' '\n' | grep --line-buffered -v 'it/s\]$' | grep --line-buffered -v '^\s*$' | tail -n 4
+        | tee "$OUT/lane_$1.log" | tr '\r' '\n' | grep --line-buffered -v -e 'it/s\]$' -e '^\s*$' | tail -n 4
     echo "[$(date +%T)] end $1 (rc ${PIPESTATUS[0]})"
 }
 
@@ -72,7 +72,8 @@ if command -v nvidia-smi >/dev/null && [[ $DEVICE == cuda* ]]; then  # the GPU's
     nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader -l 60 & smi=$!
 fi
 fill "${LANE_A:-3}" teacher_capacity --interleave & lanes=($!)
-fill "${LANE_B:-lock11}" alpha_vs_factor --interleave --set "methods=[random, el2n, forgetting, ${BEST2[0]}, ${BEST2[1]}]" & lanes+=($!)
+fill "${LANE_B:-lock11}" alpha_vs_factor --interleave \
+    --set "methods=[random, el2n, forgetting, ${BEST2[0]}, ${BEST2[1]}]" & lanes+=($!)
 fill "${LANE_C:-lock2}" pruning_sweep --interleave --set "fractions=[${SWEEP_FRACTIONS:-0.05, 0.1}]" \
     'seeds_by_method={random: [0, 1, 2, 3, 4]}' & lanes+=($!)
 wait "${lanes[@]}"  # the lanes only: a bare wait would also wait for the log's tee
