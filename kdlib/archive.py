@@ -104,6 +104,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     im.add_argument("store")
     args = parser.parse_args(argv)
     if args.command == "export":
+        if args.max_blob_mb is not None and not args.max_blob_mb >= 0:
+            parser.error(f"--max-blob-mb must be a number of MiB >= 0, got {args.max_blob_mb}")
         limit = None if args.max_blob_mb is None else int(args.max_blob_mb * 2**20)
         n = export_records(args.store, args.file, args.kinds, max_blob_bytes=limit)
         print(f"{args.file}: {n} record(s) of {', '.join(args.kinds)} from {args.store}")

@@ -71,6 +71,8 @@ def main() -> None:
     ap.add_argument("--teacher-mb", type=float, default=2.0, help="teachers with larger weights are not archived")
     ap.add_argument("--dry-run", action="store_true", help="print what would be copied, copy nothing")
     args = ap.parse_args()
+    if not args.teacher_mb >= 0:
+        ap.error(f"--teacher-mb must be a number of MiB >= 0, got {args.teacher_mb}")
     publish(args.profile, args.teacher_mb, args.dry_run)
 
 

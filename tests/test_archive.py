@@ -126,3 +126,11 @@ def test_refused_teacher_leaves_no_record(with_teacher, tmp_path):
     path.write_bytes(gzip.compress(json.dumps(item).encode()))
     import_records(path, tmp_path / "other")
     assert Store(tmp_path / "other").get("teachers", key) is None
+
+
+def test_negative_max_blob_mb_names_the_option(with_teacher, tmp_path, capsys):
+    from kdlib.archive import main
+    store, _ = with_teacher
+    with pytest.raises(SystemExit):
+        main(["export", str(store.root), str(tmp_path / "t.jsonl.gz"), "--max-blob-mb", "-1"])
+    assert "--max-blob-mb must be" in capsys.readouterr().err
