@@ -286,7 +286,8 @@ def _summarise(claim: str, cells: pd.DataFrame, ctx: dict, cfg: ClaimConfig, uni
         verdict, deciding = "inconclusive", cells[cells["verdict"] == "inconclusive"]
 
     def fmt(r) -> str:
-        return f"{r['cell']}: {r['mean']:+.2f} [{r['ci_lo']:+.2f}, {r['ci_hi']:+.2f}] (n={r['n']}, {r['why']})"
+        ci = "" if pd.isna(r["ci_lo"]) else f" [{r['ci_lo']:+.2f}, {r['ci_hi']:+.2f}]"  # one seed: no interval
+        return f"{r['cell']}: {r['mean']:+.2f}{ci} (n={r['n']}, {r['why']})"
 
     shown = [fmt(r) for _, r in deciding.head(4).iterrows()]
     more = f"; ... {len(deciding) - 4} more" if len(deciding) > 4 else ""

@@ -115,3 +115,63 @@ def subset_noisy_share(configs: Sequence, store, data_root: str | None = None, d
                      "label_noise": r.label_noise, "noise_seed": r.noise_seed, "n_train": len(idx),
                      "noisy_kept": int(mask[idx].sum()), "share": float(mask[idx].mean())})
     return pd.DataFrame(rows)
+
+
+def _md(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    return "\n".join(lines + ["| " + " | ".join(str(v) for v in r) + " |" for r in rows]) + "\n"
+
+
+def _mean_sd(x: pd.Series) -> str:
+    x = x.dropna()
+    if not len(x):
+        return "-"
+    return f"{x.mean():.2f} ± {x.std():.2f}" if len(x) > 1 else f"{x.mean():.2f}"
+
+
+def verdict_markdown(verdicts: pd.DataFrame) -> str:
+    """The claims notebook's ``verdicts.csv`` as a markdown table: one row per claim and context, the verdict in
+    bold, cells holding / failing / inconclusive, seeds and the deciding cells."""
+    def n(v: object) -> str:
+        return "-" if pd.isna(v) else str(int(v))
+
+    rows = []
+    for _, r in verdicts.iterrows():
+        context = ", ".join(str(r[c]) for c in ("dataset", "model", "teacher", "budget", "notes")
+                            if c in r and not pd.isna(r[c]) and str(r[c]))
+        rows.append([r["claim"], context or "no runs", f"**{r['verdict']}**",
+                     f"{n(r.get('cells_holds'))}/{n(r.get('cells_fails'))}/{n(r.get('cells_inconclusive'))}",
+                     "-" if pd.isna(r.get("seeds")) else r.get("seeds"),
+                     "" if pd.isna(r.get("deciding_cells")) else str(r["deciding_cells"]).replace("|", "/")])
+    return _md(rows, ["claim", "context", "verdict", "cells holds/fails/inconclusive", "seeds", "deciding cells"])
+
+
+def method_markdown(runs: pd.DataFrame, cells: pd.DataFrame, fraction: float, alpha: float = 0.5) -> str:
+    """Every method at one kept ``fraction``, sorted by its KD accuracy: accuracy without KD and with KD at
+    ``alpha`` (mean ± sd over seeds), and the claims notebook's cells (``verdict_cells.csv`` rows already chosen for
+    one context) for KD's gain and for random + KD minus the method + KD, each with its 90% interval and verdict.
+    ``runs``: one setting's runs (``claims.runs_table`` filtered by the caller to one teacher, noise level...)."""
+    at = runs[np.isclose(runs["fraction"], fraction)]
+    mine = cells[np.isclose(cells["fraction"].astype(float), fraction)]
+
+    def cell(claim: str, method: str) -> tuple[str, str]:
+        c = mine[(mine["claim"] == claim) & (mine["method"] == method)]
+        if not len(c):
+            return "-", ""
+        c = c.iloc[0]
+        ci = "" if pd.isna(c["ci_lo"]) else f" [{c['ci_lo']:+.2f}, {c['ci_hi']:+.2f}]"
+        return f"{c['mean']:+.2f}{ci}", str(c["verdict"])
+
+    rows = []
+    for method, g in at.groupby("method"):
+        no, kd = g[g["alpha"] == 0]["final_acc"], g[np.isclose(g["alpha"], alpha)]["final_acc"]
+        gain, gain_v = cell("kd_improves", method)
+        diff, diff_v = ("(reference)", "") if method == "random" else cell("random_matches", method)
+        devices = ", ".join(sorted(g["runtime.device"].dropna().astype(str).str.split(":").str[0].unique())) \
+            if "runtime.device" in g else ""
+        rows.append((kd.mean() if len(kd) else -np.inf,
+                     [method, _mean_sd(no), _mean_sd(kd), gain, gain_v, diff, diff_v, f"{len(no)}/{len(kd)}",
+                      devices]))
+    rows = [r for _, r in sorted(rows, key=lambda t: -t[0])]
+    return _md(rows, ["method", "no KD (%)", f"KD, alpha {alpha:g} (%)", "KD gain, points [90% CI]", "verdict",
+                      "random+KD minus method+KD [90% CI]", "verdict", "seeds (no KD/KD)", "device"])

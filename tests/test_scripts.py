@@ -105,6 +105,35 @@ def test_publish_reports_run_count_and_device(published):
     assert "1 runs; device: {'cpu': 1}" in proc.stdout
 
 
+def test_publish_writes_a_readme_with_the_command(published):
+    dst, _ = published
+    assert "python -m kdlib.notebooks --profile prof --only pruning_sweep --force" in (
+        dst / "pruning_sweep" / "README.md").read_text()
+
+
+def test_publish_readme_states_the_wall_time(published):
+    dst, _ = published
+    assert "1.0 h in all" in (dst / "pruning_sweep" / "README.md").read_text()
+
+
+@pytest.fixture
+def republished(published, tmp_path):
+    """The published README given a stale block and hand-written prose, then published again."""
+    dst, _ = published
+    readme = dst / "pruning_sweep" / "README.md"
+    readme.write_text(readme.read_text().replace("1.0 h in all", "stale") + "\nHand-written findings.\n")
+    _run([str(ROOT / "scripts" / "publish_results.py"), "--profile", "prof"], cwd=tmp_path)
+    return readme.read_text()
+
+
+def test_publish_replaces_a_stale_block(republished):
+    assert "stale" not in republished
+
+
+def test_publish_keeps_the_readme_prose(republished):
+    assert "Hand-written findings." in republished
+
+
 def test_publish_writes_the_store_archive(published):
     dst, _ = published
     assert (dst / "store" / "records.jsonl.gz").exists()
