@@ -16,7 +16,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from .notebooks import NOTEBOOKS, ROOT, load_params, store_dir
 from .store import Store
-from .study import RunConfig, ScoreSpec, TeacherConfig, expand_grid, sweep_grid
+from .study import RunConfig, ScoreSpec, TeacherConfig, expand_grid, seeded_grid, sweep_grid
 from .train import TrainConfig, total_steps
 
 GRID_STUDIES = ("pruning_sweep", "alpha_vs_factor", "teacher_capacity", "teacher_fraction", "noisy_labels")
@@ -43,9 +43,12 @@ def study_grid(study: str, p: Mapping[str, Any], store: Store | str | None = Non
         return expand_grid({**common, "teacher": p["teacher"]}, {"method": p["methods"], "fraction": p["fractions"],
                                                                  "alpha": p["alphas"], "seed": p["seeds"]}, store)
     grid = {"method": p["methods"], "fraction": p["fractions"], "seed": p["seeds"]}
-    if study == "teacher_capacity":
-        return expand_grid({**common, "alpha": 0.0}, grid) + expand_grid(
-            {**common, "alpha": p["alpha"]}, {**grid, "teacher": p["teachers"]}, store)
+    if study == "teacher_capacity":  # each teacher at its seeds; the no-KD baseline at all of them
+        kd = seeded_grid({**common, "alpha": p["alpha"]}, "teacher", p["teachers"],
+                         {"method": p["methods"], "fraction": p["fractions"]}, p["seeds"],
+                         p.get("seeds_by_teacher"), store)
+        seeds = list(dict.fromkeys([*p["seeds"], *sorted({c.seed for c in kd})]))
+        return expand_grid({**common, "alpha": 0.0}, {**grid, "seed": seeds}) + kd
     if study == "teacher_fraction":
         return expand_grid({**common, "teacher": p["teacher"], "alpha": 0.0}, grid) + expand_grid(
             {**common, "teacher": p["teacher"], "alpha": p["alpha"]},

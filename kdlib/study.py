@@ -623,26 +623,36 @@ def expand_grid(base: RunConfig | Mapping[str, Any], axes: Mapping[str, Iterable
     return configs
 
 
+def seeded_grid(base: RunConfig | Mapping[str, Any], axis: str, values: Sequence[Any],
+                axes: Mapping[str, Iterable[Any]], seeds: Sequence[int],
+                seeds_by: Optional[Mapping[str, Sequence[int]]] = None,
+                store: Store | str | None = None) -> list[RunConfig]:
+    """``expand_grid`` over ``axes`` for each value of ``axis`` (say, each method) with ``seeds``; ``seeds_by``
+    gives the values it names their own seeds (more repeats of a cheap baseline, or of the teachers that fit)."""
+    name = f"seeds_by_{axis}"
+    if seeds_by is not None and not isinstance(seeds_by, Mapping):
+        raise ValueError(f"{name} must map {axis} names to lists of seeds, e.g. {{{str(values[0])!r}: [0, 1, 2]}}, "
+                         f"got {seeds_by!r}")
+    seeds_by = dict(seeds_by or {})
+    unknown = sorted(set(seeds_by) - set(values))
+    if unknown:
+        raise ValueError(f"{name} names {unknown}, which are not in {axis}s; allowed: {', '.join(map(str, values))}")
+    configs = []
+    for value in values:
+        own = seeds_by.get(value, seeds)
+        if isinstance(own, (str, int)) or not list(own):
+            raise ValueError(f"seeds{'_by_' + axis + '.' + str(value) if value in seeds_by else ''} must be a "
+                             f"non-empty list of integers, got {own!r}")
+        configs += expand_grid(base, {axis: [value], **axes, "seed": list(own)}, store)
+    return configs
+
+
 def sweep_grid(base: RunConfig | Mapping[str, Any], methods: Sequence[str], axes: Mapping[str, Iterable[Any]],
                seeds: Sequence[int], seeds_by_method: Optional[Mapping[str, Sequence[int]]] = None,
                store: Store | str | None = None) -> list[RunConfig]:
-    """``expand_grid`` over ``axes`` and the seeds for each method; ``seeds_by_method`` gives the methods it names
-    their own seeds (say, more repeats of the cheap random baseline than of the methods that need scoring)."""
-    if seeds_by_method is not None and not isinstance(seeds_by_method, Mapping):
-        raise ValueError(f"seeds_by_method must map method names to lists of seeds, e.g. {{'random': [0, 1, 2]}}, "
-                         f"got {seeds_by_method!r}")
-    seeds_by_method = dict(seeds_by_method or {})
-    unknown = sorted(set(seeds_by_method) - set(methods))
-    if unknown:
-        raise ValueError(f"seeds_by_method names {unknown}, which are not in methods; allowed: {', '.join(methods)}")
-    configs = []
-    for method in methods:
-        own = seeds_by_method.get(method, seeds)
-        if isinstance(own, (str, int)) or not list(own):
-            raise ValueError(f"seeds{'_by_method.' + method if method in seeds_by_method else ''} must be a "
-                             f"non-empty list of integers, got {own!r}")
-        configs += expand_grid(base, {"method": [method], **axes, "seed": list(own)}, store)
-    return configs
+    """``seeded_grid`` over the methods: ``seeds_by_method`` gives the methods it names their own seeds (say,
+    more repeats of the cheap random baseline than of the methods that need scoring)."""
+    return seeded_grid(base, "method", methods, axes, seeds, seeds_by_method, store)
 
 
 EMPTY_COLUMNS = ("key", "status", "final_acc", "best_acc", "error")

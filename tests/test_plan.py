@@ -31,6 +31,31 @@ def test_sweep_gives_a_method_its_own_seeds(quick_sweep):
     assert {c.seed for c in configs if c.method == "random"} == set(p["seeds_by_method"]["random"])
 
 
+@pytest.fixture(scope="module")
+def capacity_by_teacher():
+    """The quick teacher-capacity grid at seed 0, its middle teacher given seeds 0-2."""
+    p = {**study_params("teacher_capacity", "quick"), "seeds": [0], "seeds_by_teacher": {"convnet": [0, 1, 2]}}
+    return study_grid("teacher_capacity", p)
+
+
+def test_capacity_gives_a_teacher_its_own_seeds(capacity_by_teacher):
+    assert {c.seed for c in capacity_by_teacher if c.teacher == "convnet"} == {0, 1, 2}
+
+
+def test_capacity_keeps_the_other_teachers_at_seeds(capacity_by_teacher):
+    assert {c.seed for c in capacity_by_teacher if c.teacher == "convnet_large"} == {0}
+
+
+def test_capacity_runs_the_baseline_at_every_teachers_seeds(capacity_by_teacher):
+    assert {c.seed for c in capacity_by_teacher if c.alpha == 0} == {0, 1, 2}
+
+
+def test_capacity_names_an_unknown_teacher_in_seeds_by_teacher():
+    p = {**study_params("teacher_capacity", "quick"), "seeds_by_teacher": {"resnet99": [0]}}
+    with pytest.raises(ValueError, match=r"seeds_by_teacher names \['resnet99'\].*allowed: convnet_small"):
+        study_grid("teacher_capacity", p)
+
+
 @pytest.mark.parametrize("study", GRID_STUDIES)
 def test_every_grid_study_of_the_quick_profile_builds(study):
     assert study_grid(study, study_params(study, "quick"))
