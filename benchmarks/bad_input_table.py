@@ -94,6 +94,13 @@ def _seeds_by_method(tmp: Path) -> None:
     sweep_grid({}, ["random", "el2n"], {"fraction": [0.1]}, [0, 1, 2], {"radnom": list(range(10))})
 
 
+def _seeds_by_teacher(tmp: Path) -> None:
+    from kdlib.plan import study_grid, study_params
+
+    study_grid("teacher_capacity", {**study_params("teacher_capacity", "quick"), "teachers": ["resnet8", "resnet14"],
+                                    "seeds_by_teacher": {"resnet32": [0, 1]}})
+
+
 def _missing_cifar(tmp: Path) -> None:
     from kdlib.data import load_dataset
 
@@ -361,6 +368,8 @@ CASES = [
     Case("unknown grid axis", 'expand_grid({}, {"fractions": [0.1]})', _grid_axis, r"unknown grid axis \['fractions'\]; allowed: "),
     Case("seeds for a method not in the sweep", 'pruning_sweep: methods: [random, el2n], seeds_by_method: {radnom: [...]}',
          _seeds_by_method, r"seeds_by_method names \['radnom'\], which are not in methods; allowed: random, el2n"),
+    Case("seeds for a teacher not in the study", 'teacher_capacity: teachers: [resnet8, resnet14], seeds_by_teacher: {resnet32: [0, 1]}',
+         _seeds_by_teacher, r"seeds_by_teacher names \['resnet32'\], which are not in teachers; allowed: resnet8, resnet14"),
     Case("unknown run parameter", 'RunConfig.from_dict({"fractoin": 0.5})', _config(fractoin=0.5), r"unknown run parameter\(s\) \['fractoin'\]; allowed: "),
     Case("unknown train parameter", 'RunConfig.from_dict({"train": {"epoch": 3}})', _config(train={"epoch": 3}), r"unknown train parameter\(s\) \['epoch'\]; allowed: "),
     Case("unknown method hyperparameter", 'RunConfig(method="ccs", fraction=0.5, method_params={"stratas": 5})', _config(method="ccs", fraction=0.5, method_params={"stratas": 5}), r"method_params \['stratas'\] are not hyperparameters of method 'ccs'; allowed: cal_neighbours, strata"),
