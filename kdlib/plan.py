@@ -39,9 +39,10 @@ def study_grid(study: str, p: Mapping[str, Any], store: Store | str | None = Non
     if study == "pruning_sweep":
         return sweep_grid({**common, "teacher": p["teacher"]}, p["methods"],
                           {"fraction": p["fractions"], "alpha": p["alphas"]}, p["seeds"], p.get("seeds_by_method"))
-    if study == "alpha_vs_factor":
-        return expand_grid({**common, "teacher": p["teacher"]}, {"method": p["methods"], "fraction": p["fractions"],
-                                                                 "alpha": p["alphas"], "seed": p["seeds"]}, store)
+    if study == "alpha_vs_factor":  # each method at its fractions (fractions_by_method), every alpha and seed
+        return seeded_grid({**common, "teacher": p["teacher"]}, "method", p["methods"],
+                           {"alpha": p["alphas"], "seed": p["seeds"]}, p["fractions"],
+                           p.get("fractions_by_method"), store, varied="fraction")
     grid = {"method": p["methods"], "fraction": p["fractions"], "seed": p["seeds"]}
     if study == "teacher_capacity":  # each teacher at its seeds; the no-KD baseline at all of them
         kd = seeded_grid({**common, "alpha": p["alpha"]}, "teacher", p["teachers"],

@@ -624,15 +624,16 @@ def expand_grid(base: RunConfig | Mapping[str, Any], axes: Mapping[str, Iterable
 
 
 def seeded_grid(base: RunConfig | Mapping[str, Any], axis: str, values: Sequence[Any],
-                axes: Mapping[str, Iterable[Any]], seeds: Sequence[int],
-                seeds_by: Optional[Mapping[str, Sequence[int]]] = None,
-                store: Store | str | None = None) -> list[RunConfig]:
+                axes: Mapping[str, Iterable[Any]], seeds: Sequence[Any],
+                seeds_by: Optional[Mapping[str, Sequence[Any]]] = None,
+                store: Store | str | None = None, varied: str = "seed") -> list[RunConfig]:
     """``expand_grid`` over ``axes`` for each value of ``axis`` (say, each method) with ``seeds``; ``seeds_by``
-    gives the values it names their own seeds (more repeats of a cheap baseline, or of the teachers that fit)."""
-    name = f"seeds_by_{axis}"
+    gives the values it names their own seeds (more repeats of a cheap baseline, or of the teachers that fit).
+    ``varied`` names the axis given per value (default ``seed``; ``fraction``: each method at its own fractions)."""
+    name = f"{varied}s_by_{axis}"
     if seeds_by is not None and not isinstance(seeds_by, Mapping):
-        raise ValueError(f"{name} must map {axis} names to lists of seeds, e.g. {{{str(values[0])!r}: [0, 1, 2]}}, "
-                         f"got {seeds_by!r}")
+        raise ValueError(f"{name} must map {axis} names to lists of {varied}s, e.g. "
+                         f"{{{str(values[0])!r}: {list(seeds)[:3]}}}, got {seeds_by!r}")
     seeds_by = dict(seeds_by or {})
     unknown = sorted(set(seeds_by) - set(values))
     if unknown:
@@ -640,10 +641,11 @@ def seeded_grid(base: RunConfig | Mapping[str, Any], axis: str, values: Sequence
     configs = []
     for value in values:
         own = seeds_by.get(value, seeds)
-        if isinstance(own, (str, int)) or not list(own):
-            raise ValueError(f"seeds{'_by_' + axis + '.' + str(value) if value in seeds_by else ''} must be a "
-                             f"non-empty list of integers, got {own!r}")
-        configs += expand_grid(base, {axis: [value], **axes, "seed": list(own)}, store)
+        if isinstance(own, (str, int, float)) or not list(own):
+            kind = "integers" if varied == "seed" else "values"
+            raise ValueError(f"{varied}s{'_by_' + axis + '.' + str(value) if value in seeds_by else ''} must be a "
+                             f"non-empty list of {kind}, got {own!r}")
+        configs += expand_grid(base, {axis: [value], **axes, varied: list(own)}, store)
     return configs
 
 

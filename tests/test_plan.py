@@ -56,6 +56,29 @@ def test_capacity_names_an_unknown_teacher_in_seeds_by_teacher():
         study_grid("teacher_capacity", p)
 
 
+@pytest.fixture(scope="module")
+def alpha_by_method():
+    """The quick alpha study with EL2N at f = 0.3 only."""
+    p = {**study_params("alpha_vs_factor", "quick"), "fractions_by_method": {"el2n": [0.3]}}
+    return p, study_grid("alpha_vs_factor", p)
+
+
+def test_alpha_study_gives_a_method_its_own_fractions(alpha_by_method):
+    _, configs = alpha_by_method
+    assert {c.fraction for c in configs if c.method == "el2n"} == {0.3}
+
+
+def test_alpha_study_keeps_the_other_methods_at_fractions(alpha_by_method):
+    p, configs = alpha_by_method
+    assert {c.fraction for c in configs if c.method == "random"} == set(p["fractions"])
+
+
+def test_alpha_study_rejects_a_bare_number_as_fractions():
+    p = {**study_params("alpha_vs_factor", "quick"), "fractions_by_method": {"el2n": 0.3}}
+    with pytest.raises(ValueError, match="fractions_by_method.el2n must be a non-empty list of values, got 0.3"):
+        study_grid("alpha_vs_factor", p)
+
+
 @pytest.mark.parametrize("study", GRID_STUDIES)
 def test_every_grid_study_of_the_quick_profile_builds(study):
     assert study_grid(study, study_params(study, "quick"))
