@@ -48,9 +48,10 @@ def provenance(study: str, profile: str, runs: pd.DataFrame | None, store_counts
     fill = ("it reads every run in the store and trains nothing" if study == "claims" else
             f"runs filled by `python scripts/fill_store.py --profile {profile} --study {study}` (resumable; "
             "`--seeds`/`--set` for parts)")
+    computes = "" if study == "claims" else (f" (the notebook computes any run of `params/{profile}/{study}.yaml` "
+                                             "missing from the store)")
     lines = [BEGIN, "## Provenance", "",
-             f"- Drawn by `python -m kdlib.notebooks --profile {profile} --only {study} --force` (the notebook "
-             f"computes any run of `params/{profile}/{study}.yaml` missing from the store), then "
+             f"- Drawn by `python -m kdlib.notebooks --profile {profile} --only {study} --force`{computes}, then "
              f"`python scripts/publish_results.py --profile {profile}`; {fill}."]
     if runs is not None and len(runs):
         lines.append(f"- Runs in the tables: {len(runs)}.")
@@ -58,7 +59,7 @@ def provenance(study: str, profile: str, runs: pd.DataFrame | None, store_counts
                           ("runtime.cpu_capability", "CPU capability (`torch.backends.cpu.get_cpu_capability()`)"),
                           ("runtime.precision", "precision")):
             if col in runs:
-                lines.append(f"- {name.capitalize()}: {_counts(runs[col])}.")
+                lines.append(f"- {name[0].upper() + name[1:]}: {_counts(runs[col])}.")
         if "wall_seconds" in runs:
             w = runs["wall_seconds"].dropna()
             lines.append(f"- Wall time of these runs (students only; teachers and score caches are shared and not "
