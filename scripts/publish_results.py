@@ -45,21 +45,22 @@ def _counts(col: pd.Series) -> str:
 
 def provenance(study: str, profile: str, runs: pd.DataFrame | None, store_counts: dict[str, int]) -> str:
     """The README block that says how a study's published files were made: commands, devices, wall time, store."""
-    fill = ("it reads every run in the store and trains nothing" if study == "claims" else
-            f"runs filled by `python scripts/fill_store.py --profile {profile} --study {study}` (resumable; "
-            "`--seeds`/`--set` for parts)")
-    computes = "" if study == "claims" else (f" (the notebook computes any run of `params/{profile}/{study}.yaml` "
-                                             "missing from the store)")
+    if study == "claims":
+        made = ", then `python scripts/publish_results.py --profile {p}`; it reads every run in the store and trains nothing."
+    else:
+        made = (" (the notebook computes any run of `params/{p}/{s}.yaml` missing from the store), then "
+                "`python scripts/publish_results.py --profile {p}`; runs filled by `python scripts/fill_store.py "
+                "--profile {p} --study {s}` (resumable; `--seeds`/`--set` for parts).")
     lines = [BEGIN, "## Provenance", "",
-             f"- Drawn by `python -m kdlib.notebooks --profile {profile} --only {study} --force`{computes}, then "
-             f"`python scripts/publish_results.py --profile {profile}`; {fill}."]
+             f"- Drawn by `python -m kdlib.notebooks --profile {profile} --only {study} --force`"
+             + made.format(p=profile, s=study)]
     if runs is not None and len(runs):
         lines.append(f"- Runs in the tables: {len(runs)}.")
-        for col, name in (("runtime.device", "device"), ("runtime.device_name", "device name"),
-                          ("runtime.cpu_capability", "CPU capability (`torch.backends.cpu.get_cpu_capability()`)"),
-                          ("runtime.precision", "precision")):
+        for col, label in (("runtime.device", "Device"), ("runtime.device_name", "Device name"),
+                           ("runtime.cpu_capability", "CPU capability (`torch.backends.cpu.get_cpu_capability()`)"),
+                           ("runtime.precision", "Precision")):
             if col in runs:
-                lines.append(f"- {name[0].upper() + name[1:]}: {_counts(runs[col])}.")
+                lines.append(f"- {label}: {_counts(runs[col])}.")
         if "wall_seconds" in runs:
             w = runs["wall_seconds"].dropna()
             lines.append(f"- Wall time of these runs (students only; teachers and score caches are shared and not "
