@@ -29,9 +29,9 @@ import json
 import os
 import re
 import shutil
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
@@ -45,7 +45,7 @@ from .store import file_sha256
 from .processes import ProcessGroup
 from .seeds import epoch_seed
 from .train import TrainConfig, autocast_context, mean_losses
-from .usercache import read_map, remember
+from . import usercache
 from .validate import check_positive, from_plain, normalise, optional
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -149,12 +149,8 @@ def find_split_root(root: str | os.PathLike) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------- identity
-def fingerprint_files(root: str | os.PathLike, classes: Sequence[str], files: Sequence[str]) -> str:
-    """SHA-256 (16 hex digits) of the class names, the relative paths and every file's content (read in threads:
-    hashlib releases the GIL)."""
-    root = Path(root)
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        digests = list(pool.map(lambda f: file_sha256(root / f), files))
+def _combine(classes: Sequence[str], files: Sequence[str], digests: Sequence[str]) -> str:
+    """The fingerprint (16 hex digits) of class names, relative paths and each file's SHA-256."""
     h = hashlib.sha256()
     h.update("\n".join(classes).encode())
     h.update(b"\0")
@@ -163,45 +159,119 @@ def fingerprint_files(root: str | os.PathLike, classes: Sequence[str], files: Se
     return h.hexdigest()[:16]
 
 
-@lru_cache(maxsize=16)
-def _folder_fingerprint(split_root: str, stats: str) -> str:
-    root = Path(split_root)
-    train_files, _, classes = scan_folder(root / "train")
-    val_files, _, _ = scan_folder(root / "val", classes)
-    return fingerprint_files(root, classes, [f"train/{f}" for f in train_files] + [f"val/{f}" for f in val_files])
+def _hash_files(root: Path, files: Sequence[str]) -> list[str]:
+    """Every file's SHA-256, read in threads (hashlib releases the GIL)."""
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        return list(pool.map(lambda f: file_sha256(root / f), files))
 
 
-def _stat_signature(split_root: Path) -> str:
-    """SHA-256 of every image file's relative path, size and modification time (no file is read)."""
-    h = hashlib.sha256()
-    for split in ("train", "val"):
-        with os.scandir(split_root / split) as classes:
-            for c in sorted(e.name for e in classes if e.is_dir()):
-                with os.scandir(split_root / split / c) as files:
-                    for e in sorted(files, key=lambda e: e.name):
-                        if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS:
-                            st = e.stat()
-                            h.update(f"{split}/{c}/{e.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
+def fingerprint_files(root: str | os.PathLike, classes: Sequence[str], files: Sequence[str]) -> str:
+    """SHA-256 (16 hex digits) of the class names, the relative paths and every file's content (read in threads:
+    hashlib releases the GIL)."""
+    return _combine(classes, files, _hash_files(Path(root), files))
 
 
-FINGERPRINT_CACHE = "folder_fingerprints.json"  # in the per-user cache (kdlib.usercache)
+def _folder_files(split_root: Path) -> tuple[list[str], list[str]]:
+    """(class names, relative paths of every train and val image) of an ImageNet-layout folder."""
+    train_files, _, classes = scan_folder(split_root / "train")
+    val_files, _, _ = scan_folder(split_root / "val", classes)
+    return classes, [f"train/{f}" for f in train_files] + [f"val/{f}" for f in val_files]
+
+
+def _file_stat(path: Path) -> list[int]:
+    """What tells a file's content changed without reading it: size, mtime, ctime (which no user can set back:
+    an image rewritten with its size kept and its mtime restored still changes it) and inode."""
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+FINGERPRINT_CACHE = "folder_fingerprints"  # a folder in the per-user cache (kdlib.usercache): one file per root
+FINGERPRINT_CACHE_VERSION = 2
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _fingerprint_cache_name(split_root: Path) -> str:
+    return f"{FINGERPRINT_CACHE}/{hashlib.sha256(str(split_root).encode()).hexdigest()[:32]}.json"
+
+
+def _cached_digests(name: str, split_root: Path, classes: list[str]) -> dict[str, tuple[list[int], str]]:
+    """``{relative path: (stat, sha256)}`` from the per-user cache file ``name`` when it verifies (version, its own
+    checksum, the resolved root, the classes, every digest 64 hex digits); empty, with a warning naming the file,
+    when it does not (it is then rewritten)."""
+    entry = usercache.read_json(name)
+    if entry is None:
+        return {}
+    try:
+        if not isinstance(entry, dict) or entry.get("version") != FINGERPRINT_CACHE_VERSION:
+            raise ValueError(f"not a version-{FINGERPRINT_CACHE_VERSION} folder fingerprint entry")
+        body = {k: v for k, v in entry.items() if k != "checksum"}
+        if entry.get("checksum") != hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest():
+            raise ValueError("its checksum does not match its content")
+        if entry["root"] != str(split_root):
+            raise ValueError(f"it describes {entry['root']!r}, not {str(split_root)!r}")
+        if entry["classes"] != classes:
+            return {}  # the class folders changed: every file is read again
+        known = {}
+        for f, stat, digest in entry["files"]:
+            if not (isinstance(f, str) and isinstance(digest, str) and _SHA256.fullmatch(digest)
+                    and isinstance(stat, list) and len(stat) == 4 and all(isinstance(s, int) for s in stat)):
+                raise ValueError(f"its entry for {f!r} is not (path, stat, SHA-256)")
+            known[f] = (stat, digest)
+        return known
+    except (ValueError, KeyError, TypeError) as err:
+        usercache.ignored(name, str(err))
+        return {}
+
+
+def _fingerprint_now(split_root: Path) -> str:
+    """The folder's fingerprint from what it holds now: a file whose (size, mtime, ctime, inode) under this same
+    resolved root match the per-user cache keeps its cached SHA-256, every other file is read; the cache is
+    rewritten when anything was read."""
+    classes, files = _folder_files(split_root)
+    stats = [_file_stat(split_root / f) for f in files]
+    name = _fingerprint_cache_name(split_root)
+    known = _cached_digests(name, split_root, classes)
+    digests: list[Optional[str]] = [known[f][1] if f in known and known[f][0] == s else None
+                                    for f, s in zip(files, stats)]
+    stale = [i for i, d in enumerate(digests) if d is None]
+    for i, d in zip(stale, _hash_files(split_root, [files[i] for i in stale])):
+        digests[i] = d
+    if stale or len(known) != len(files):
+        body = {"version": FINGERPRINT_CACHE_VERSION, "root": str(split_root), "classes": classes,
+                "files": [[f, s, d] for f, s, d in zip(files, stats, digests)]}
+        body["checksum"] = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        usercache.save(name, json.dumps(body).encode())
+    return _combine(classes, files, digests)
 
 
 def folder_fingerprint(root: str | os.PathLike) -> str:
     """The content fingerprint of the ImageNet-layout folder at ``root`` (or ``root/imagenet``): class names,
     relative paths and every file's SHA-256 of ``train`` and ``val``. Every file is read (ImageNet: about
-    150 GB, minutes) once; the answer is kept per user (``~/.cache/kdlib/folder_fingerprints.json``) under the
-    signature of every file's path, size and modification time, so later calls only walk the metadata (seconds
-    for ImageNet) and any changed file makes it read everything again."""
-    split_root = find_split_root(root).resolve()
-    stats = _stat_signature(split_root)
-    known = read_map(FINGERPRINT_CACHE).get(stats)
-    if isinstance(known, str):
-        return known
-    fingerprint = _folder_fingerprint(str(split_root), stats)
-    remember(FINGERPRINT_CACHE, stats, fingerprint)
-    return fingerprint
+    150 GB, minutes) once; each file's SHA-256 is kept per user (``~/.cache/kdlib/folder_fingerprints/``, one
+    checksummed file per resolved root) with its size, mtime, ctime and inode, so later calls only walk the
+    metadata (seconds for ImageNet) and read again exactly the files that changed; a copy of the folder elsewhere
+    is read in full once. A cache entry that does not verify is ignored with a warning."""
+    return _fingerprint_now(find_split_root(root).resolve())
+
+
+VERIFY_REUSE_S = 60.0  # a spec's fingerprint checked against its folder is not walked again for this long
+_verified: dict[tuple[str, str], float] = {}
+
+
+def check_folder_fingerprint(root: str | os.PathLike, fingerprint: str, reuse_s: float = VERIFY_REUSE_S) -> None:
+    """Raises a ValueError naming both fingerprints when the folder at ``root`` does not hold the content
+    ``fingerprint`` stands for. A match is remembered in this process for ``reuse_s`` seconds (reading back many
+    records of one folder walks it once), 0: always walk."""
+    split_root = str(find_split_root(root).resolve())
+    checked = _verified.get((split_root, fingerprint))
+    if checked is not None and time.monotonic() - checked < reuse_s:
+        return
+    actual = folder_fingerprint(split_root)
+    if actual != fingerprint:
+        raise ValueError(f"data.fingerprint {fingerprint!r} does not match the folder {split_root}, whose content "
+                         f"fingerprint is {actual!r}: the spec names another folder's content (leave fingerprint "
+                         f"out to key runs by this folder)")
+    _verified[(split_root, fingerprint)] = time.monotonic()
 
 
 @dataclass(frozen=True)
@@ -209,7 +279,8 @@ class FolderSpec:
     """An image folder a run streams (``RunConfig(dataset="image_folder", data=FolderSpec(...))``).
 
     Keyed (``identity``): ``fingerprint`` (the folder's content, filled in from ``root`` when the spec is built;
-    given only when a record is read back), ``image_size`` (the training and validation crop, 224 for ImageNet)
+    given only when a record is read back, and then checked against the folder where ``root`` exists, or when the
+    folder is loaded: a mismatch is a ValueError naming both), ``image_size`` (the training and validation crop, 224 for ImageNet)
     and ``crop_scale`` (RandomResizedCrop's area range). Not keyed, they change where and how fast, not what:
     ``root`` (the folder with ``train/`` and ``val/``, or its parent), ``workers`` (DataLoader processes per
     training process) and ``eval_batch_size``.
@@ -233,6 +304,9 @@ class FolderSpec:
         })
         if self.fingerprint is None:
             object.__setattr__(self, "fingerprint", folder_fingerprint(self.root))
+            _verified[(str(find_split_root(self.root).resolve()), self.fingerprint)] = time.monotonic()
+        elif _has_split_root(self.root):  # a record read back where its folder is absent is checked when loaded
+            check_folder_fingerprint(self.root, self.fingerprint)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "FolderSpec":
@@ -347,8 +421,18 @@ def load_folder_data(root: str | os.PathLike, image_size: int = 224, crop_scale:
                       eval_batch_size=check_positive(eval_batch_size, "eval_batch_size", integer=True))
 
 
+def _has_split_root(root: str | os.PathLike) -> bool:
+    try:
+        find_split_root(root)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def load_folder_spec(spec: FolderSpec) -> FolderData:
-    """The folder a ``FolderSpec`` names, with its crop and loader settings."""
+    """The folder a ``FolderSpec`` names, with its crop and loader settings; a ValueError naming both when the
+    folder's content does not match the spec's fingerprint."""
+    check_folder_fingerprint(spec.root, spec.fingerprint)
     return load_folder_data(spec.root, spec.image_size, spec.crop_scale, spec.workers, spec.eval_batch_size)
 
 

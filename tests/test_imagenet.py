@@ -1,5 +1,8 @@
 """The streamed ImageNet-layout folder reader, pruned subsets of it, and the real-image exporter."""
 import json
+import os
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -151,7 +154,7 @@ def test_a_known_folder_is_not_read_again(fingerprinted, monkeypatch):
     import kdlib.imagenet as imagenet
 
     root, fp = fingerprinted
-    monkeypatch.setattr(imagenet, "_folder_fingerprint", lambda *a: pytest.fail("the files were read again"))
+    monkeypatch.setattr(imagenet, "file_sha256", lambda *a: pytest.fail("the files were read again"))
     assert imagenet.folder_fingerprint(root) == fp
 
 
@@ -161,3 +164,114 @@ def test_a_changed_file_is_read_again(fingerprinted):
     root, fp = fingerprinted
     Image.new("RGB", (30, 30), "red").save(next((root / "train").glob("*/*")))
     assert folder_fingerprint(root) != fp
+
+
+def _rewrite_keeping_size_and_mtime(path):
+    """Flips the file's last byte in place (same size, same inode) and sets its mtime back."""
+    st = path.stat()
+    with open(path, "r+b") as fh:
+        fh.seek(-1, 2)
+        last = fh.read(1)
+        fh.seek(-1, 2)
+        fh.write(bytes([last[0] ^ 0xFF]))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_an_image_rewritten_with_its_size_and_mtime_kept_is_read_again(fingerprinted):
+    from kdlib.imagenet import folder_fingerprint
+
+    root, fp = fingerprinted
+    _rewrite_keeping_size_and_mtime(next((root / "train").glob("*/*.JPEG")))
+    assert folder_fingerprint(root) != fp
+
+
+def test_an_edited_copy_of_a_folder_gets_its_own_fingerprint(fingerprinted, tmp_path):
+    from kdlib.imagenet import folder_fingerprint
+
+    root, fp = fingerprinted
+    copy = shutil.copytree(root, tmp_path / "copy" / "imagenet")  # copy2: sizes and mtimes kept
+    _rewrite_keeping_size_and_mtime(next((copy / "train").glob("*/*.JPEG")))
+    assert folder_fingerprint(copy) != fp
+
+
+def _cache_entry(tmp_path):
+    (path,) = (tmp_path / "cache" / "kdlib" / "folder_fingerprints").glob("*.json")
+    return path, json.loads(path.read_text())
+
+
+def _poison(tmp_path, edit, checksum=True):
+    import hashlib
+
+    path, entry = _cache_entry(tmp_path)
+    edit(entry)
+    if checksum:
+        body = {k: v for k, v in entry.items() if k != "checksum"}
+        entry["checksum"] = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    path.write_text(json.dumps(entry))
+    return path
+
+
+def _set_digests(value):
+    def edit(entry):
+        for row in entry["files"]:
+            row[2] = value
+    return edit
+
+
+@pytest.mark.parametrize("edit, checksum, why", [
+    (_set_digests("../../etc"), True, "is not \\(path, stat, SHA-256\\)"),
+    (_set_digests("0" * 64), False, "checksum does not match"),
+    (lambda e: e.update(root="/elsewhere"), True, "describes '/elsewhere'"),
+    (lambda e: e.update(version=1), True, "not a version-2"),
+], ids=["digest not hex", "edited without its checksum", "another root", "old version"])
+def test_a_cache_entry_that_does_not_verify_is_ignored_with_a_warning(fingerprinted, tmp_path, edit, checksum, why):
+    from kdlib.imagenet import folder_fingerprint
+
+    root, fp = fingerprinted
+    path = _poison(tmp_path, edit, checksum)
+    with pytest.warns(UserWarning, match=f"ignoring the per-user cache file {re.escape(str(path))}: .*{why}"):
+        assert folder_fingerprint(root) == fp
+
+
+def test_a_cache_file_that_is_not_json_is_ignored_with_a_warning(fingerprinted, tmp_path):
+    from kdlib.imagenet import folder_fingerprint
+
+    root, fp = fingerprinted
+    path, _ = _cache_entry(tmp_path)
+    path.write_text('{"version": 2, "fi')
+    with pytest.warns(UserWarning, match=f"ignoring the per-user cache file {re.escape(str(path))}: not JSON"):
+        assert folder_fingerprint(root) == fp
+
+
+def test_a_spec_fingerprint_of_another_folder_is_an_error_naming_both(fingerprinted, digits_folder):
+    from kdlib.imagenet import FolderSpec
+
+    _, fp = fingerprinted
+    with pytest.raises(ValueError, match=f"data.fingerprint '{fp}' does not match the folder .*digits, whose "
+                                         f"content fingerprint is '[0-9a-f]{{16}}'"):
+        FolderSpec(root=str(digits_folder), fingerprint=fp)
+
+
+def test_a_made_up_spec_fingerprint_is_an_error(fingerprinted):
+    from kdlib.imagenet import FolderSpec
+
+    root, _ = fingerprinted
+    with pytest.raises(ValueError, match="data.fingerprint '0123456789abcdef' does not match the folder"):
+        FolderSpec(root=str(root), fingerprint="0123456789abcdef")
+
+
+def test_a_spec_whose_folder_appears_later_is_checked_when_loaded(fingerprinted, tmp_path):
+    from kdlib.imagenet import FolderSpec, load_folder_spec
+
+    root, _ = fingerprinted
+    spec = FolderSpec(root=str(tmp_path / "later"), fingerprint="0123456789abcdef")  # a record read back
+    shutil.copytree(root, tmp_path / "later")
+    with pytest.raises(ValueError, match="data.fingerprint '0123456789abcdef' does not match the folder"):
+        load_folder_spec(spec)
+
+
+def test_the_right_spec_fingerprint_is_accepted(fingerprinted):
+    from kdlib.imagenet import FolderSpec
+
+    root, fp = fingerprinted
+    assert FolderSpec(root=str(root), fingerprint=fp).fingerprint == fp
