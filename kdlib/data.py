@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
 import inspect
 import io
 import os
@@ -35,6 +36,7 @@ import torch
 
 from . import augment as _augment
 from .registry import Registry
+from . import usercache
 from .usercache import cache_path, save
 from .validate import check_positive
 
@@ -160,29 +162,100 @@ def _tensors(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_tes
 
 
 # ----------------------------------------------------------------------------------------------- digits
+DIGITS_TEST_SIZE = 0.2
+
+
+def _sklearn_digits_sha256() -> Optional[str]:
+    """SHA-256 of scikit-learn's bundled ``digits.csv.gz`` (found without importing scikit-learn), or None."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path is not None else None
+    except OSError:
+        return None
+
+
+def _split_digest(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, source: str) -> str:
+    """SHA-256 of the split's arrays (dtype, shape, bytes) and of the scikit-learn data they came from."""
+    h = hashlib.sha256(source.encode())
+    for a in (x, y, train, test):
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def _check_digits_split(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray) -> None:
+    """Raises a ValueError unless ``train``/``test`` are sorted, disjoint rows covering every image, with the
+    stratified 80/20 sizes of every class."""
+    n = len(y)
+    if x.shape != (n, 1, 8, 8) or x.dtype != np.uint8 or y.ndim != 1:
+        raise ValueError(f"images {x.shape} {x.dtype} do not match {n} labels of 8x8 uint8 digits")
+    rows = np.concatenate([train, test])
+    if not (np.all(np.diff(train) > 0) and np.all(np.diff(test) > 0)
+            and np.array_equal(np.sort(rows), np.arange(n))):
+        raise ValueError("its train and test rows are not a sorted partition of the images (train rows overlap "
+                         "test rows, or rows are missing)")
+    per_class = np.bincount(y[test], minlength=10)
+    if len(test) != int(np.ceil(DIGITS_TEST_SIZE * n)) or np.any(np.abs(per_class - DIGITS_TEST_SIZE
+                                                                         * np.bincount(y, minlength=10)) > 1):
+        raise ValueError(f"its {len(test)} test rows are not the stratified {DIGITS_TEST_SIZE:.0%} of {n}")
+
+
+def _cached_digits_split(cache: Path, source: Optional[str]):
+    """The split from the cache file when it verifies (its digest, the scikit-learn data it was made from, a
+    stratified partition); None when absent, or, with a warning naming the file, when it does not verify."""
+    try:
+        with np.load(cache) as z:
+            if "digest" not in z.files:
+                usercache.ignored(cache.name, "written without a digest (by an older kdlib)")
+                return None
+            x, y, train, test = z["x"], z["y"], z["train"], z["test"]
+            digest, made_from = str(z["digest"]), str(z["source"])
+    except FileNotFoundError:
+        return None
+    except Exception as err:  # noqa: BLE001 - empty, truncated (EOFError, BadZipFile), old format: only time lost
+        usercache.ignored(cache.name, f"unreadable ({type(err).__name__}: {err})")
+        return None
+    try:
+        if source is None or made_from != source:
+            raise ValueError("it was made from other scikit-learn digits data")
+        if digest != _split_digest(x, y, train, test, made_from):
+            raise ValueError("its digest does not match its arrays")
+        _check_digits_split(x, y, train, test)
+    except ValueError as err:
+        usercache.ignored(cache.name, str(err))
+        return None
+    return x, y, train, test
+
+
 def _digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(uint8 images, labels, sorted train rows, sorted test rows) of the digits split, read from a per-user cache
     (``~/.cache/kdlib``, keyed by the scikit-learn version) after the first call: importing scikit-learn costs a
-    fresh process (a grid worker) several seconds."""
+    fresh process (a grid worker) several seconds. The cache is verified (its arrays' digest, the SHA-256 of
+    scikit-learn's digits file it was made from, a stratified partition of the rows); a cache file that is
+    damaged, unreadable or does not verify is ignored with a warning naming it and the split is recomputed."""
     import importlib.metadata
 
     cache = cache_path(f"digits-split-sklearn-{importlib.metadata.version('scikit-learn')}.npz")
-    try:
-        with np.load(cache) as z:
-            return z["x"], z["y"], z["train"], z["test"]
-    except (OSError, KeyError, ValueError):
-        pass
+    source = _sklearn_digits_sha256()
+    cached = _cached_digits_split(cache, source)
+    if cached is not None:
+        return cached
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     d = load_digits()
     x = np.round(d.images * 255.0 / 16.0).astype(np.uint8)[:, None]  # (1797, 1, 8, 8)
     y = d.target
-    train, test = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=0)
+    train, test = train_test_split(np.arange(len(y)), test_size=DIGITS_TEST_SIZE, stratify=y, random_state=0)
     train, test = np.sort(train), np.sort(test)
-    buf = io.BytesIO()
-    np.savez(buf, x=x, y=y, train=train, test=test)
-    save(cache.name, buf.getvalue())
+    if source is not None:
+        buf = io.BytesIO()
+        np.savez(buf, x=x, y=y, train=train, test=test, source=source,
+                 digest=_split_digest(x, y, train, test, source))
+        save(cache.name, buf.getvalue())
     return x, y, train, test
 
 

@@ -1,4 +1,5 @@
 import gzip
+import re
 import struct
 
 import numpy as np
@@ -230,3 +231,75 @@ def test_digits_split_matches_scikit_learn(tmp_path, monkeypatch):
     x, y, train, test = _digits_split()  # from the cache
     expected, _ = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=0)
     assert np.array_equal(train, np.sort(expected))
+
+
+@pytest.fixture
+def digits_cache(tmp_path, monkeypatch):
+    """The digits split cached in a per-user cache under ``tmp_path``: (cache file, the true split)."""
+    from kdlib.data import _digits_split
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    split = _digits_split()
+    (path,) = (tmp_path / "kdlib").glob("digits-split-sklearn-*.npz")
+    return path, split
+
+
+def _rewrite_split(path, train, test, digest=True):
+    """Writes the cache file again with other train/test rows (with its digest recomputed when ``digest``)."""
+    from kdlib.data import _split_digest
+
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays.update(train=train, test=test)
+    if digest:
+        arrays["digest"] = _split_digest(arrays["x"], arrays["y"], train, test, str(arrays["source"]))
+    np.savez(path, **arrays)
+
+
+def _same_split(a, b):
+    return all(np.array_equal(u, v) for u, v in zip(a, b))
+
+
+@pytest.mark.parametrize("digest, why", [(True, "not a sorted partition"), (False, "digest does not match")],
+                         ids=["digest recomputed", "digest kept"])
+def test_a_cached_split_whose_train_rows_include_test_rows_is_ignored(digits_cache, digest, why):
+    from kdlib.data import _digits_split
+
+    path, split = digits_cache
+    _, _, train, test = split
+    _rewrite_split(path, np.union1d(train, test[:40]), test, digest)
+    with pytest.warns(UserWarning, match=f"ignoring the per-user cache file {re.escape(str(path))}: .*{why}"):
+        assert _same_split(_digits_split(), split)
+
+
+def test_a_cached_split_with_a_moved_row_is_ignored(digits_cache):
+    """A partition that is complete but not stratified (one class's test row moved to train)."""
+    from kdlib.data import _digits_split
+
+    path, split = digits_cache
+    _, y, train, test = split
+    moved = test[y[test] == 0][:3]
+    _rewrite_split(path, np.union1d(train, moved), np.setdiff1d(test, moved))
+    with pytest.warns(UserWarning, match="test rows are not the stratified 20% of 1797"):
+        assert _same_split(_digits_split(), split)
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "not a zip"])
+def test_a_damaged_split_cache_is_ignored_with_a_warning_naming_it(digits_cache, damage):
+    from kdlib.data import _digits_split
+
+    path, split = digits_cache
+    raw = path.read_bytes()
+    path.write_bytes({"empty": b"", "truncated": raw[: len(raw) // 2], "not a zip": b"PK\x03\x04garbage"}[damage])
+    with pytest.warns(UserWarning, match=f"ignoring the per-user cache file {re.escape(str(path))}: unreadable"):
+        assert _same_split(_digits_split(), split)
+
+
+def test_a_damaged_split_cache_is_rewritten(digits_cache):
+    from kdlib.data import _cached_digits_split, _digits_split, _sklearn_digits_sha256
+
+    path, split = digits_cache
+    path.write_bytes(b"")
+    with pytest.warns(UserWarning):
+        _digits_split()
+    assert _same_split(_cached_digits_split(path, _sklearn_digits_sha256()), split)
