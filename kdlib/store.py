@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tempfile
 import time
 from contextlib import contextmanager
@@ -27,6 +28,8 @@ import numpy as np
 
 FORMAT_VERSION = 2  # 2: every record has a checksum and (outside NAMED_KINDS) the identity its key hashes
 NAMED_KINDS = frozenset({"alpha_rules"})  # record kinds keyed by a name, not by the hash of a config
+KEY_PATTERN = re.compile(r"[0-9a-f]{16}")  # a key: the first 16 hex digits of a config's SHA-256 (config_key)
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # a key of a NAMED_KINDS record (a dataset name)
 CHECKPOINT_GENERATIONS = 2  # a damaged newest checkpoint falls back to the one before
 
 
@@ -61,6 +64,15 @@ def identity(config: Any) -> Any:
     provenance fields), else the config itself; in canonical form."""
     ident = config.identity() if callable(getattr(config, "identity", None)) else config
     return canonical(ident)
+
+
+def check_key(kind: str, key: Any) -> str:
+    """``key`` when it is a valid key of ``kind`` (``KEY_PATTERN``, or ``NAME_PATTERN`` for ``NAMED_KINDS``), else
+    a ValueError naming the pattern (a key is a file name in the store: no path, NUL or over-long name)."""
+    pattern = NAME_PATTERN if kind in NAMED_KINDS else KEY_PATTERN
+    if not isinstance(key, str) or not pattern.fullmatch(key):
+        raise ValueError(f"key {str(key)[:80]!r} of a {kind!r} record does not match {pattern.pattern}")
+    return key
 
 
 def _umask() -> int:
