@@ -12,14 +12,18 @@ Files are created with the permissions the umask allows (a store can be shared b
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fcntl
 import hashlib
 import io
 import json
 import os
 import re
+import shutil
+import stat
 import tempfile
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -31,6 +35,7 @@ NAMED_KINDS = frozenset({"alpha_rules"})  # record kinds keyed by a name, not by
 KEY_PATTERN = re.compile(r"[0-9a-f]{16}")  # a key: the first 16 hex digits of a config's SHA-256 (config_key)
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # a key of a NAMED_KINDS record (a dataset name)
 CHECKPOINT_GENERATIONS = 2  # a damaged newest checkpoint falls back to the one before
+ORPHAN_TMP_AGE_S = 86400.0  # a writer's temporary file (``.*.tmp``) this old is an orphan, removed on open
 
 
 OMIT_IF_NONE = "omit_if_none"  # dataclass field metadata: left out of the canonical form while None
@@ -125,13 +130,31 @@ def _identity(st: os.stat_result) -> tuple:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+def _not_regular(path: Path, what: str) -> None:
+    warnings.warn(f"{path} is {what}, not a regular file: skipped (a store's records and artefacts are regular "
+                  f"files; remove it)", stacklevel=4)
+
+
 def _read(path: Path) -> Optional[tuple[bytes, tuple]]:
-    """The file's bytes and identity (device, inode, size, mtime) of what was read, or None when absent."""
+    """The file's bytes and identity (device, inode, size, mtime) of what was read, or None when absent, or, with
+    a warning, when it is not a regular file (a directory, a FIFO, a symbolic link: opened without following
+    links and without blocking, so a FIFO or a link loop never hangs or aborts a reader)."""
     try:
-        with open(path, "rb") as fh:
-            return fh.read(), _identity(os.fstat(fh.fileno()))
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    except OSError as err:
+        if err.errno != errno.ELOOP:
+            raise
+        _not_regular(path, "a symbolic link")
+        return None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        _not_regular(path, "a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO, socket or device")
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read(), _identity(st)
 
 
 class CorruptArtifact(RuntimeError):
@@ -151,6 +174,29 @@ class Store:
         except (FileExistsError, NotADirectoryError) as err:
             raise ValueError(f"store {str(self.root)!r} cannot be a folder: {err.strerror} ({err.filename}); give "
                              f"the path of a folder (created when missing)") from None
+        self.clean_orphans()
+
+    def clean_orphans(self, max_age_s: float = ORPHAN_TMP_AGE_S) -> int:
+        """Removes the temporary files (``.*.tmp``) and import staging folders (``.import.*.tmp``) older than
+        ``max_age_s`` that a killed writer left behind, anywhere in the store; nothing when the store cannot be
+        written (a read-only store is never written). Returns how many were removed."""
+        if not os.access(self.root, os.W_OK):
+            return 0
+        cutoff, removed = time.time() - max_age_s, 0
+        for folder, dirs, files in os.walk(self.root):
+            orphans = [d for d in dirs if d.startswith(".import.") and d.endswith(".tmp")]
+            dirs[:] = [d for d in dirs if not d.startswith(".")]  # never into hidden folders (or links)
+            for name in orphans + [f for f in files if f.startswith(".") and f.endswith(".tmp")]:
+                path = os.path.join(folder, name)
+                try:
+                    st = os.lstat(path)
+                    if st.st_mtime >= cutoff:
+                        continue
+                    shutil.rmtree(path) if stat.S_ISDIR(st.st_mode) else os.unlink(path)
+                    removed += 1
+                except OSError:
+                    pass
+        return removed
 
     def check_writable(self) -> None:
         """Raises a ValueError naming the store when a file cannot be created in it (before a grid trains)."""
@@ -174,6 +220,10 @@ class Store:
             path.replace(bad)
         except FileNotFoundError:
             return ident is None
+        except OSError as err:  # a read-only store (EROFS, EACCES): reading it never writes; the file is skipped
+            warnings.warn(f"{path}: {why}; skipped, left in place (the store cannot be written: {err.strerror})",
+                          stacklevel=3)
+            return True
         if ident is not None and _identity(os.stat(bad)) != ident:
             try:  # it was a newer file: put it back unless an even newer one is already there
                 os.link(bad, path)
@@ -248,7 +298,7 @@ class Store:
         ``identify(kind, key, record)`` returns the identity that hashes to its key (None: not provable).
         Returns counts: ``upgraded``, ``unprovable`` (left as they are) and ``current`` (already current)."""
         counts = {"upgraded": 0, "unprovable": 0, "current": 0}
-        for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             kind = folder.name
             for path in sorted(folder.glob("*.json")):
                 key = path.stem
@@ -288,9 +338,20 @@ class Store:
     def records(self, kind: str = "runs") -> list[dict]:
         """All readable records of ``kind``."""
         folder = self.root / kind
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
         out = []
-        for path in sorted(folder.glob("*.json")) if folder.exists() else []:
-            rec = self.get(kind, path.stem)
+        for e in entries:
+            if not e.name.endswith(".json") or e.name.startswith("."):
+                continue
+            if not e.is_file(follow_symlinks=False):  # a directory, FIFO or link loop never hangs or aborts
+                what = ("a symbolic link" if e.is_symlink() else "a directory" if e.is_dir(follow_symlinks=False)
+                        else "a FIFO, socket or device")
+                _not_regular(Path(e.path), what)
+                continue
+            rec = self.get(kind, e.name[:-len(".json")])
             if rec is not None:
                 out.append(rec)
         return out
@@ -303,6 +364,10 @@ class Store:
 
     def get_blob(self, kind: str, key: str, suffix: str, sha256: str) -> Optional[bytes]:
         """The artefact when its SHA-256 matches, else None (a mismatching file is moved aside)."""
+        read = self._verified_blob(kind, key, suffix, sha256)
+        return None if read is None else read[0]
+
+    def _verified_blob(self, kind: str, key: str, suffix: str, sha256: str) -> Optional[tuple[bytes, tuple]]:
         path = self.path(kind, key, suffix)
         read = _read(path)
         if read is None:
@@ -311,7 +376,22 @@ class Store:
         if _sha256(data) != sha256:
             self._quarantine(path, "checksum mismatch", ident)
             return None
-        return data
+        return read
+
+    def _load_blob(self, kind: str, key: str, suffix: str, sha256: str, load: Callable[[bytes], Any]) -> Any:
+        """``load(artefact)`` when the artefact verifies and loads; an artefact whose SHA-256 verifies but that
+        does not load (a pickle with code, a foreign format, a state of another architecture) is quarantined like
+        a damaged one (``unloadable artefact: ...``), and None returned so that it is recomputed."""
+        read = self._verified_blob(kind, key, suffix, sha256)
+        if read is None:
+            return None
+        data, ident = read
+        try:
+            return load(data)
+        except Exception as err:  # noqa: BLE001 - never executed (weights_only, allow_pickle=False): set aside
+            self._quarantine(self.path(kind, key, suffix), f"unloadable artefact: {type(err).__name__}: {err}",
+                             ident)
+            return None
 
     def save_state(self, kind: str, key: str, state: dict) -> str:
         import torch  # here, not at module level: reading records (the browser, claims) needs no torch
@@ -320,11 +400,21 @@ class Store:
         torch.save(state, buf)
         return self.put_blob(kind, key, buf.getvalue(), ".pt")
 
-    def load_state(self, kind: str, key: str, sha256: str) -> Optional[dict]:
+    def load_state(self, kind: str, key: str, sha256: str, into: Any = None) -> Optional[dict]:
+        """The state dict saved under ``key`` (``weights_only=True``); with ``into`` (a module) it is also loaded
+        into it. None when absent, damaged or unloadable (not a dict, a pickle with code, or, with ``into``, a state
+        of another architecture): such a file is quarantined and the artefact recomputed."""
         import torch
 
-        data = self.get_blob(kind, key, ".pt", sha256)
-        return None if data is None else torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        def load(data: bytes) -> dict:
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            if not isinstance(state, dict):
+                raise ValueError(f"a state is a dict, got {type(state).__name__}")
+            if into is not None:
+                into.load_state_dict(state)
+            return state
+
+        return self._load_blob(kind, key, ".pt", sha256, load)
 
     def save_arrays(self, kind: str, key: str, arrays: dict[str, np.ndarray]) -> str:
         buf = io.BytesIO()
@@ -332,11 +422,12 @@ class Store:
         return self.put_blob(kind, key, buf.getvalue(), ".npz")
 
     def load_arrays(self, kind: str, key: str, sha256: str) -> Optional[dict[str, np.ndarray]]:
-        data = self.get_blob(kind, key, ".npz", sha256)
-        if data is None:
-            return None
-        with np.load(io.BytesIO(data)) as z:
-            return {k: z[k] for k in z.files}
+        """The arrays saved under ``key``; None when absent, damaged or unloadable (quarantined, recomputed)."""
+        def load(data: bytes) -> dict[str, np.ndarray]:
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+
+        return self._load_blob(kind, key, ".npz", sha256, load)
 
     # --- cross-process lock ------------------------------------------------------------------------------------
     @contextmanager

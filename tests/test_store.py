@@ -158,3 +158,158 @@ def test_records_and_artefacts_are_readable_by_the_group_per_umask(store, put_re
         os.umask(old)
     modes = {p.name: p.stat().st_mode & 0o777 for p in store.root.rglob("*") if p.is_file()}
     assert set(modes.values()) == {0o644}, modes
+
+
+# --- issue 25, items 5, 7, 9: artefacts that do not load, read-only stores, odd files, orphans -------------------
+def _quarantined(store, kind):
+    return [p.name for p in (store.root / kind).glob("*.corrupt")]
+
+
+def _why(store, kind):
+    (why,) = (store.root / kind).glob("*.why")
+    return why.read_text()
+
+
+def _state_with_code(store, key):
+    """A teacher file whose SHA-256 its record holds, but whose pickle needs a class (code) to load."""
+    import argparse
+    import io
+
+    buf = io.BytesIO()
+    torch.save({"w": argparse.Namespace(x=1)}, buf)
+    return store.put_blob("teachers", key, buf.getvalue(), ".pt")
+
+
+def test_a_state_whose_pickle_needs_code_is_not_returned(store):
+    key = config_key({"teacher": 1})
+    assert store.load_state("teachers", key, _state_with_code(store, key)) is None
+
+
+def test_a_state_whose_pickle_needs_code_is_quarantined(store):
+    key = config_key({"teacher": 1})
+    store.load_state("teachers", key, _state_with_code(store, key))
+    assert _why(store, "teachers").startswith("unloadable artefact: UnpicklingError")
+
+
+def test_a_state_of_another_architecture_is_quarantined(store):
+    key = config_key({"teacher": 1})
+    sha = store.save_state("teachers", key, torch.nn.Linear(2, 2).state_dict())
+    assert store.load_state("teachers", key, sha, into=torch.nn.Linear(3, 3)) is None
+    assert "size mismatch" in _why(store, "teachers")
+
+
+def test_a_state_that_loads_into_its_model_is_returned(store):
+    key = config_key({"teacher": 1})
+    model = torch.nn.Linear(2, 2)
+    sha = store.save_state("teachers", key, model.state_dict())
+    assert torch.equal(store.load_state("teachers", key, sha, into=torch.nn.Linear(2, 2))["weight"], model.weight)
+
+
+@pytest.mark.parametrize("payload", ["object array", "not a zip"])
+def test_score_arrays_that_verify_but_do_not_load_are_quarantined(store, payload):
+    import io
+
+    key = config_key({"scores": 1})
+    buf = io.BytesIO()
+    if payload == "object array":
+        np.savez(buf, scores=np.array([{"a": 1}], dtype=object))
+    else:
+        buf.write(b"PK\x03\x04 not a zip")
+    sha = store.put_blob("scores", key, buf.getvalue(), ".npz")
+    assert store.load_arrays("scores", key, sha) is None and len(_quarantined(store, "scores")) == 1
+
+
+@pytest.fixture
+def read_only(monkeypatch):
+    """Every rename fails as on a read-only filesystem (EROFS; root ignores file modes, so chmod cannot test it)."""
+    import errno
+    import pathlib
+
+    def replace(self, target):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(pathlib.Path, "replace", replace)
+
+
+def test_a_read_only_store_skips_a_damaged_record_and_reads_the_rest(store, put_record, read_only):
+    good = put_record({"run": 1})
+    bad = put_record({"run": 2})
+    store.path("runs", bad).write_text("{ half")
+    with pytest.warns(UserWarning, match=f"{bad}.json: unreadable record: .*; skipped, left in place"):
+        assert [r["key"] for r in store.records("runs")] == [good]
+
+
+def test_a_read_only_store_is_never_written(store, put_record, read_only):
+    bad = put_record({"run": 2})
+    store.path("runs", bad).write_text("{ half")
+    with pytest.warns(UserWarning):
+        store.records("runs")
+    assert sorted(p.name for p in (store.root / "runs").iterdir()) == [f"{bad}.json"]
+
+
+def _within(seconds, fn):
+    """``fn()``'s result, or a test failure when it has not returned after ``seconds`` (a FIFO blocks open())."""
+    import threading
+
+    out = {}
+    thread = threading.Thread(target=lambda: out.setdefault("value", fn()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"did not return within {seconds} s")
+    return out.get("value")
+
+
+@pytest.mark.parametrize("odd", ["directory", "fifo", "symlink loop", "symlink"])
+def test_records_skip_what_is_not_a_regular_file(store, put_record, odd):
+    good = put_record({"run": 1})
+    path = store.root / "runs" / f"{config_key({'run': 2})}.json"
+    if odd == "directory":
+        path.mkdir()
+    elif odd == "fifo":
+        os.mkfifo(path)
+    elif odd == "symlink loop":
+        path.symlink_to(path)
+    else:
+        path.symlink_to(store.path("runs", good))
+    with pytest.warns(UserWarning, match="not a regular file: skipped"):
+        assert [r["key"] for r in _within(10, lambda: store.records("runs"))] == [good]
+
+
+@pytest.mark.parametrize("odd", ["directory", "fifo", "symlink loop"])
+def test_get_of_what_is_not_a_regular_file_is_none(store, odd):
+    key = config_key({"run": 2})
+    path = store.path("runs", key)
+    path.parent.mkdir(parents=True)
+    {"directory": path.mkdir, "fifo": lambda: os.mkfifo(path), "symlink loop": lambda: path.symlink_to(path)}[odd]()
+    with pytest.warns(UserWarning, match="not a regular file: skipped"):
+        assert _within(10, lambda: store.get("runs", key)) is None
+
+
+def _orphans(store):
+    """Two temporary files a killed writer left in runs/, one two days old and one fresh, and an old staging folder."""
+    import time
+
+    (store.root / "runs").mkdir(exist_ok=True)
+    old, fresh = store.root / "runs" / ".a.json.x1.tmp", store.root / "runs" / ".b.json.x2.tmp"
+    stage = store.root / ".import.x3.tmp"
+    for p in (old, fresh):
+        p.write_text("partial")
+    (stage / "runs").mkdir(parents=True)
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(old, (two_days_ago, two_days_ago))
+    os.utime(stage, (two_days_ago, two_days_ago))
+    return old, fresh, stage
+
+
+def test_orphaned_temporary_files_older_than_a_day_are_removed_on_open(store):
+    old, fresh, stage = _orphans(store)
+    Store(store.root)
+    assert (old.exists(), fresh.exists(), stage.exists()) == (False, True, False)
+
+
+def test_orphans_are_left_in_a_store_that_cannot_be_written(store, monkeypatch):
+    old, _, _ = _orphans(store)
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: mode != os.W_OK)
+    Store(store.root)
+    assert old.exists()
