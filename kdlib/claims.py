@@ -4,20 +4,27 @@
 setting the claim does not vary (dataset, student model, training recipe and budget rule, label noise, ... and,
 for KD runs, the teacher, its data fraction and recipe, tau and the KD weight), so no verdict ever pools unlike
 runs. Within a context a claim compares *cells* (a method at a kept fraction, say) by a paired difference over
-seeds, and each cell is decided by one of three tests (``kdlib.stats.paired_test``):
+seeds, and each cell is decided by one of three tests, all the exact paired sign-flip permutation test
+(``kdlib.stats.sign_flip_test``) against a threshold:
 
-- ``greater`` (the claim: difference > 0): holds when the one-sided paired t-test says > 0; fails when it says
-  < 0, or when the difference is shown to lie within +-``margin`` (two one-sided tests: no gain worth the name);
-- ``at_least`` ("matches or beats", difference >= -margin): holds when the t-test says > -margin, fails when it
-  says < -margin;
-- ``at_most`` ("does not help", difference <= +margin): holds when it says < +margin, fails when it says > +margin.
+- ``greater`` (the claim: difference > 0): fails when the difference is shown < 0, or when it is shown to lie
+  within +-``margin`` (two one-sided tests: equivalence, no gain worth the name, checked *before* the gain: a
+  significant gain below the margin fails); otherwise holds when it is shown > 0;
+- ``at_least`` ("matches or beats", difference >= -margin): fails when shown < -margin, holds when shown > -margin;
+- ``at_most`` ("does not help", difference <= +margin): fails when shown > +margin, holds when shown < +margin.
 
-"Says" means: the Benjamini-Hochberg q-value across the claim's cells (each kind of test a family) is below
-``q``, *and* the paired bootstrap interval of the mean at level 1 - 2q lies on the same side (the check that does
-not lean on normality, which a handful of seeds cannot show). A cell with fewer than ``min_seeds`` paired seeds
-is inconclusive. A context's verdict is "holds" when every cell holds, "fails" when any cell fails, else
+"Shown" means the Benjamini-Hochberg q-value is below ``q``. The family (``FAMILY``) is one claim: all its cells
+across all its contexts, each of the three tests corrected over that family; cells whose seeds cannot reach ``q``
+at all are left out of it (whether they can depends on n alone: Tarone's screening). The t-interval (at 1 - 2q), the
+t-test's and Wilcoxon's p and a percentile bootstrap interval are shown beside each cell and decide nothing: at 3
+seeds the bootstrap has 10 distinct resamples and is narrower than the t-interval. The sign-flip test's smallest
+one-sided p is ``1 / 2^n``, so a cell needs at least ``stats.seeds_needed(q)`` paired seeds (5 at q = 0.05) to be
+decidable at all; with fewer it is inconclusive, and says so. A cell with fewer than ``min_seeds`` paired seeds is
+inconclusive by rule. A context's verdict is "holds" when every cell holds, "fails" when any cell fails, else
 "inconclusive"; the verdict names the deciding cells (the failing ones, or the weakest holding one, or the
-undecided ones).
+undecided ones), the devices its runs ran on and how many cells pair runs from different devices
+(``verdicts(..., same_device=True)`` keeps only same-device seed pairs). KD contexts that share one no-KD
+baseline (the alphas of an alpha grid) say so: their verdicts are not independent pieces of evidence.
 
 The claims (``CLAIMS``), after Ben-Baruch et al. (ICML 2025); all but claim 5 use teachers trained on the full data:
 1. ``kd_improves``: KD improves every pruning method at every kept fraction f < 1 (KD minus no KD, same seed);
@@ -56,7 +63,8 @@ RESULT_COLUMNS = {"key", "status", "final_acc", "best_acc", "best_epoch", "wall_
 # columns that never define a setting: what the claims vary, provenance, and speed-only knobs
 RUN_AXES = ("method", "fraction", "alpha", "seed", "score_seed", "alpha_rule", "workers", "eval_batch_size",
             "proxy_recipe",  # the scoring proxy belongs to the method (random has none): see prepare
-            "data.root", "data.workers", "data.eval_batch_size", "teacher_checkpoint.path")  # not keyed
+            "data.root", "data.workers", "data.eval_batch_size", "teacher_checkpoint.path",  # not keyed
+            "run_device")  # where a run ran (``device_label``): evidence, not a setting
 METHOD_PARAMS = "method_params."  # flattened method hyperparameters: part of the method, like its proxy
 KD_SIDE = ("teacher", "teacher_fraction", "teacher_recipe", "teacher_checkpoint", "teacher_checkpoint.sha256", "tau",
            "kd_loss")
@@ -65,9 +73,12 @@ KD_SIDE = ("teacher", "teacher_fraction", "teacher_recipe", "teacher_checkpoint"
 @dataclass(frozen=True)
 class ClaimConfig:
     """How verdicts are reached. ``margin`` (points) is what "matches" tolerates and what a gain must beat to
-    count; ``q`` the false discovery rate (Benjamini-Hochberg across a claim's cells); ``min_seeds`` the fewest
-    paired seeds a cell needs; ``small_fraction`` the largest f claim 4 calls small; ``half_fraction`` claim 6's
-    subset; ``tolerance`` (points) the frontier's distance to the full-data model; ``value`` the accuracy column."""
+    count; ``q`` the false discovery rate (Benjamini-Hochberg, one family per claim across all its contexts);
+    ``min_seeds`` the fewest paired seeds a cell needs (the exact sign-flip test needs 5 to reach 0.05 anyway);
+    ``small_fraction`` the largest f claim 4 calls small; ``half_fraction`` claim 6's subset; ``tolerance``
+    (points) the frontier's distance to the full-data model; ``value`` the accuracy column; ``n_boot`` the
+    bootstrap resamples of the (displayed, not deciding) percentile interval; ``n_perm`` the random sign patterns of
+    the sign-flip test above ``kdlib.stats.EXACT_MAX`` values (exact below)."""
 
     margin: float = 0.5
     q: float = 0.05
@@ -77,6 +88,7 @@ class ClaimConfig:
     tolerance: float = 1.0
     value: str = "final_acc"
     n_boot: int = 2000
+    n_perm: int = 20000
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -91,6 +103,7 @@ class ClaimConfig:
         check_fraction(self.half_fraction, "half_fraction")
         check_positive(self.tolerance, "tolerance")
         check_positive(self.n_boot, "n_boot", integer=True)
+        check_positive(self.n_perm, "n_perm", integer=True)
         if self.value not in ("final_acc", "best_acc"):
             raise ValueError(f"unknown value {self.value!r}; allowed values for 'value': final_acc, best_acc")
 
@@ -145,6 +158,7 @@ def prepare(df: pd.DataFrame, value: str = "final_acc") -> pd.DataFrame:
     d["alpha"] = d["alpha"].astype(float)
     d["fraction"] = d["fraction"].astype(float)
     d.loc[d["fraction"] >= 1.0, "method"] = "random"  # every method keeps everything at f = 1
+    d["run_device"] = [device_label(r) for r in d.to_dict("records")] if len(d) else []
     if "proxy_recipe" in d:  # a method scored by two proxy recipes is two methods, named apart
         n_recipes = d.groupby("method")["proxy_recipe"].transform(lambda s: s.dropna().nunique())
         several = n_recipes > 1
@@ -202,12 +216,42 @@ def describe_context(rows: pd.DataFrame, extra: Sequence[str] = ()) -> dict:
 # ------------------------------------------------------------------------------------------------ deciding
 @dataclass
 class Cell:
-    """One comparison: ``diff`` (seed -> difference, points or alpha units) tested by ``kind``."""
+    """One comparison: ``diff`` (seed -> difference, points or alpha units) tested by ``kind``; ``devices`` (seed ->
+    (devices of one arm's runs, devices of the other's), each a '; '-joined name list) when known."""
 
     name: str
     kind: str
     diff: pd.Series
     detail: dict
+    devices: Optional[pd.DataFrame] = None
+
+    def same_device(self) -> "Cell":
+        """The cell restricted to the seeds whose runs, in both arms, ran on one and the same device."""
+        if self.devices is None:
+            return self
+        dev = self.devices.reindex(self.diff.index)
+        same = (dev["a"] == dev["b"]) & ~dev["a"].fillna(";").str.contains(";")
+        return replace(self, diff=self.diff[same.to_numpy()], devices=dev[same.to_numpy()])
+
+
+def device_label(row: Mapping) -> str:
+    """A run's device for the evidence: its ``runtime.device_name`` (CPU model or GPU), else ``runtime.device``,
+    without trademark signs and trailing 'Processor'/'CPU' ('Intel(R) Xeon(R) Processor' -> 'Intel Xeon')."""
+    name = row.get("runtime.device_name")
+    name = row.get("runtime.device") if _blank(name) or not str(name).strip() else name
+    if _blank(name) or not str(name).strip():
+        return "unknown"
+    text = str(name).replace("(R)", "").replace("(TM)", "").replace("(r)", "")
+    for tail in (" Processor", " CPU"):
+        text = text[: -len(tail)] if text.endswith(tail) else text
+    return " ".join(text.split())
+
+
+def _seed_devices(rows: pd.DataFrame) -> pd.Series:
+    """Per seed: the devices its runs ran on, '; '-joined."""
+    if "run_device" not in rows:
+        return pd.Series(dtype=object)
+    return rows.groupby("seed")["run_device"].agg(lambda s: "; ".join(sorted(set(s.astype(str)))))
 
 
 def _paired(a: pd.DataFrame, b: pd.DataFrame, value: str) -> pd.Series:
@@ -217,65 +261,108 @@ def _paired(a: pd.DataFrame, b: pd.DataFrame, value: str) -> pd.Series:
     return (x - y).dropna()
 
 
-def decide(cells: Sequence[Cell], cfg: ClaimConfig) -> pd.DataFrame:
-    """One row per cell with its tests, q-values (BH across ``cells``, one family per kind of test) and verdict."""
+def _pair(name: str, kind: str, a: pd.DataFrame, b: pd.DataFrame, value: str, detail: dict) -> Cell:
+    """The cell ``a - b`` paired by seed, with the devices each arm's runs of every seed ran on."""
+    diff = _paired(a, b, value)
+    dev = pd.DataFrame({"a": _seed_devices(a), "b": _seed_devices(b)}).reindex(diff.index)
+    return Cell(name, kind, diff, detail, dev if "run_device" in a else None)
+
+
+def _device_summary(cell: Cell) -> tuple[str, int]:
+    """(the devices of a cell's paired runs, '; '-joined; the number of seeds whose two arms ran on different
+    devices, or one arm on several)."""
+    if cell.devices is None or not len(cell.diff):
+        return "", 0
+    dev = cell.devices.reindex(cell.diff.index)
+    names = sorted({n for col in ("a", "b") for v in dev[col].dropna() for n in str(v).split("; ")})
+    mixed = int(((dev["a"] != dev["b"]) | dev["a"].fillna(";").str.contains(";")).sum())
+    return "; ".join(names), mixed
+
+
+def test_cells(cells: Sequence[Cell], cfg: ClaimConfig) -> pd.DataFrame:
+    """One row per cell with its uncorrected tests: ``p_hold``, ``p_fail`` and (kind ``greater`` with a margin)
+    ``p_equiv`` from the exact sign-flip test (``kdlib.stats.sign_flip_test``), the smallest p its ``n`` can reach
+    (``p_min``), the mean, sd and t-interval at 1 - 2q, the t-test's and Wilcoxon's p and the percentile bootstrap
+    interval (shown, never deciding), and the devices of its runs (``devices``, ``mixed_device_seeds``)."""
     rows = []
-    conf = 1 - 2 * cfg.q  # a two-sided interval at 1 - 2q bounds each one-sided test at level q
+    conf = 1 - 2 * cfg.q  # a two-sided interval at 1 - 2q mirrors each one-sided test at level q
+    m = cfg.margin
     for c in cells:
         if c.kind not in KINDS:
             raise ValueError(f"unknown test kind {c.kind!r}; allowed values for 'kind': {', '.join(KINDS)}")
-        m = cfg.margin
+        x = c.diff.dropna().to_numpy(dtype=float)
         hold_at = {"greater": 0.0, "at_least": -m, "at_most": m}[c.kind]
-        t = stats.paired_test(c.diff.to_numpy(), hold_at, confidence=conf, n_boot=cfg.n_boot, seed=cfg.seed)
-        b_lo, b_hi = t["boot_lo"], t["boot_hi"]
+        t = stats.paired_test(x, hold_at, confidence=conf, n_boot=cfg.n_boot, seed=cfg.seed)
+
+        def exact(threshold: float, side: str) -> float:
+            return stats.sign_flip_test(x, threshold, side, n_perm=cfg.n_perm, seed=cfg.seed)
+
+        devices, mixed = _device_summary(c)
         row = {"cell": c.name, "kind": c.kind, **c.detail, "n": t["n"], "mean": t["mean"], "sd": t["sd"],
-               "ci_lo": t["ci_lo"], "ci_hi": t["ci_hi"], "boot_lo": b_lo, "boot_hi": b_hi,
-               "p_wilcoxon": t["p_wilcoxon_less"] if c.kind == "at_most" else t["p_wilcoxon_greater"]}
-        if c.kind == "at_most":
-            row["p_hold"], row["p_fail"] = t["p_less"], t["p_greater"]
-            row["boot_hold"], row["boot_fail"] = b_hi < m, b_lo > m
-        else:
-            row["p_hold"], row["p_fail"] = t["p_greater"], t["p_less"]
-            row["boot_hold"], row["boot_fail"] = b_lo > hold_at, b_hi < hold_at
-        row["p_equiv"], row["boot_equiv"] = math.nan, False
-        if c.kind == "greater" and m > 0 and t["n"] >= 2:  # two one-sided tests: the difference lies within +-m
-            lo = stats.paired_test(c.diff.to_numpy(), -m, n_boot=0)["p_greater"]
-            hi = stats.paired_test(c.diff.to_numpy(), m, n_boot=0)["p_less"]
-            row["p_equiv"], row["boot_equiv"] = max(lo, hi), bool(b_lo > -m and b_hi < m)
+               "ci_lo": t["ci_lo"], "ci_hi": t["ci_hi"], "boot_lo": t["boot_lo"], "boot_hi": t["boot_hi"],
+               "devices": devices, "mixed_device_seeds": mixed}
+        hold_side, fail_side = ("less", "greater") if c.kind == "at_most" else ("greater", "less")
+        row["p_hold"], row["p_fail"] = exact(hold_at, hold_side), exact(hold_at, fail_side)
+        row["p_t_hold"] = t[f"p_{hold_side}"]
+        row["p_wilcoxon"] = t[f"p_wilcoxon_{hold_side}"]
+        row["p_equiv"] = math.nan
+        if c.kind == "greater" and m > 0 and t["n"] >= 1:  # two one-sided tests: the difference lies within +-m
+            row["p_equiv"] = max(exact(-m, "greater"), exact(m, "less"))
+        row["p_min"] = stats.smallest_p(t["n"])
         if t["n"] < cfg.min_seeds:
             row["p_hold"] = row["p_fail"] = row["p_equiv"] = math.nan
         rows.append(row)
-    out = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
+
+
+def judge(tested: pd.DataFrame, cfg: ClaimConfig) -> pd.DataFrame:
+    """q-values and verdicts for ``test_cells`` rows: the rows passed are one Benjamini-Hochberg family (each of the
+    three tests, hold, fail and equivalence, corrected over them; a cell whose ``n`` cannot reach ``q`` is left
+    out, ``in_family`` False). Per cell, in this order: fewer than
+    ``min_seeds`` seeds: inconclusive; the opposite side shown (q_fail < q): fails; for kind ``greater`` with a
+    margin, the difference shown within +-margin (q_equiv < q): fails as equivalent (a significant gain below the
+    margin is no gain worth the name); the claimed side shown (q_hold < q): holds; else inconclusive, saying when
+    ``n`` seeds cannot reach q at all."""
+    out = tested.copy()
     if out.empty:
         return out
+    # a cell whose n cannot reach q at all (smallest exact p >= q) is left out of the family: that depends on n
+    # alone, not on the data (Tarone's screening for discrete tests), so the family stays valid and is not diluted
+    testable = out["p_min"].to_numpy(dtype=float) < cfg.q
+    out["in_family"] = testable & np.isfinite(out["p_hold"].to_numpy(dtype=float))
     for fam in ("hold", "fail", "equiv"):
-        out[f"q_{fam}"] = np.nan
-        for kind in KINDS:  # one family per kind of test
-            sel = out["kind"] == kind
-            out.loc[sel, f"q_{fam}"] = stats.bh_adjust(out.loc[sel, f"p_{fam}"].to_numpy(dtype=float))
+        p = out[f"p_{fam}"].to_numpy(dtype=float)
+        out[f"q_{fam}"] = stats.bh_adjust(np.where(testable, p, np.nan))
     verdicts, why = [], []
     for r in out.itertuples(index=False):
         if r.n < cfg.min_seeds:
             verdicts.append("inconclusive")
             why.append(f"too few seeds ({r.n} < {cfg.min_seeds})")
-        elif r.q_hold < cfg.q and r.boot_hold:
+        elif r.q_fail < cfg.q:
+            verdicts.append("fails")
+            why.append(f"opposite side, q={r.q_fail:.3g}")
+        elif r.q_equiv < cfg.q:
+            verdicts.append("fails")
+            why.append(f"equivalent: within +-{cfg.margin:g}, q={r.q_equiv:.3g}")
+        elif r.q_hold < cfg.q:
             verdicts.append("holds")
             why.append(f"q={r.q_hold:.3g}")
-        elif r.q_fail < cfg.q and r.boot_fail:
-            verdicts.append("fails")
-            why.append(f"q={r.q_fail:.3g} (opposite side)")
-        elif r.q_equiv < cfg.q and r.boot_equiv:
-            verdicts.append("fails")
-            why.append(f"within +-{cfg.margin:g} (equivalence q={r.q_equiv:.3g})")
         else:
             verdicts.append("inconclusive")
-            why.append("neither side significant" if min(r.q_hold, r.q_fail) >= cfg.q else "bootstrap disagrees")
+            why.append(f"{r.n} seeds cannot reach q < {cfg.q:g} (smallest exact p {r.p_min:.3g})"
+                       if r.p_min >= cfg.q else "neither side significant")
     out["verdict"], out["why"] = verdicts, why
     return out
 
 
+def decide(cells: Sequence[Cell], cfg: ClaimConfig) -> pd.DataFrame:
+    """``judge(test_cells(cells))``: the cells passed are one Benjamini-Hochberg family."""
+    return judge(test_cells(cells, cfg), cfg)
+
+
 def _summarise(claim: str, cells: pd.DataFrame, ctx: dict, cfg: ClaimConfig, unit: str = "points") -> dict:
-    """A verdict row from decided cells."""
+    """A verdict row from decided cells: the verdict, cell counts, seeds, the seeds a cell needs to be decidable
+    (``seeds_needed``), the Benjamini-Hochberg family, the devices and the deciding cells."""
     counts = {v: int((cells["verdict"] == v).sum()) for v in VERDICTS}
     if counts["fails"]:
         verdict, deciding = "fails", cells[cells["verdict"] == "fails"]
@@ -287,14 +374,22 @@ def _summarise(claim: str, cells: pd.DataFrame, ctx: dict, cfg: ClaimConfig, uni
 
     def fmt(r) -> str:
         ci = "" if pd.isna(r["ci_lo"]) else f" [{r['ci_lo']:+.2f}, {r['ci_hi']:+.2f}]"  # one seed: no interval
-        return f"{r['cell']}: {r['mean']:+.2f}{ci} (n={r['n']}, {r['why']})"
+        n_mixed = int(r.get("mixed_device_seeds") or 0)
+        mixed = f", {n_mixed} of its seed pairs across devices" if n_mixed else ""
+        return f"{r['cell']}: {r['mean']:+.2f}{ci} (n={r['n']}, {r['why']}{mixed})"
 
     shown = [fmt(r) for _, r in deciding.head(4).iterrows()]
     more = f"; ... {len(deciding) - 4} more" if len(deciding) > 4 else ""
     seeds = cells["n"]
+    listed = cells["devices"].dropna() if "devices" in cells else []
+    devices = sorted({n for v in listed for n in str(v).split("; ") if n})
+    mixed = int((cells["mixed_device_seeds"] > 0).sum()) if "mixed_device_seeds" in cells else 0
     return {"claim": claim, "statement": CLAIMS.get(claim).statement, **ctx, "verdict": verdict,
             "cells": len(cells), **{f"cells_{v}": counts[v] for v in VERDICTS},
             "seeds": f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}-{seeds.max()}",
+            "seeds_needed": max(cfg.min_seeds, stats.seeds_needed(cfg.q)),
+            "family": str(cells["family"].iloc[0]) if "family" in cells else "",
+            "devices": "; ".join(devices), "mixed_device_cells": mixed,
             "deciding_cells": "; ".join(shown) + more, "margin": cfg.margin, "q": cfg.q, "unit": unit}
 
 
@@ -333,17 +428,23 @@ def _kd_contexts(d: pd.DataFrame):
 
 def _cells_kd_improves(d: pd.DataFrame, cfg: ClaimConfig):
     base = d[d["alpha"] == 0]
-    for (setting, _, weight), kd in _kd_contexts(d):
+    groups = list(_kd_contexts(d))
+    # KD contexts of one setting (the alphas of an alpha grid, say) compare with the same no-KD runs: their
+    # verdicts are not independent pieces of evidence, and the row says so
+    sharing = pd.Series([k[0] for k, kd in groups if (kd["fraction"] < 1).any()]).value_counts()
+    for (setting, _, weight), kd in groups:
         kd = kd[kd["fraction"] < 1]
         b = base[base["setting"] == setting]
         cells = []
         for (method, f), g in kd.groupby(["method", "fraction"], sort=True):
             ref = b[(b["method"] == method) & (b["fraction"] == f)]
             if len(ref):
-                cells.append(Cell(f"{method} f={_label(f)}", "greater", _paired(g, ref, cfg.value),
-                                  {"method": method, "fraction": f}))
+                cells.append(_pair(f"{method} f={_label(f)}", "greater", g, ref, cfg.value,
+                                   {"method": method, "fraction": f}))
         if cells:
-            yield pd.concat([kd, b]), cells, [f"KD at {weight}"]
+            others = int(sharing.get(setting, 1)) - 1
+            shared = [f"no-KD baseline shared with {others} other KD context(s)"] if others > 0 else []
+            yield pd.concat([kd, b]), cells, [f"KD at {weight}"] + shared
 
 
 def _cells_random_matches(d: pd.DataFrame, cfg: ClaimConfig):
@@ -354,8 +455,8 @@ def _cells_random_matches(d: pd.DataFrame, cfg: ClaimConfig):
         for (method, f), g in kd[kd["method"] != "random"].groupby(["method", "fraction"], sort=True):
             ref = rnd[rnd["fraction"] == f]
             if len(ref):
-                cells.append(Cell(f"random - {method} f={_label(f)}", "at_least", _paired(ref, g, cfg.value),
-                                  {"method": method, "fraction": f}))
+                cells.append(_pair(f"random - {method} f={_label(f)}", "at_least", ref, g, cfg.value,
+                                   {"method": method, "fraction": f}))
         if cells:
             yield kd, cells, [f"KD at {kd['kd_weight'].iloc[0]}; difference = random minus the method"]
 
@@ -392,8 +493,10 @@ def _cells_alpha_grows(d: pd.DataFrame, cfg: ClaimConfig):
             if g["fraction"].nunique() >= 2:
                 slope, edge = _best_alpha_slope(g, cfg.value)
                 name = method + (f" (best alpha at the grid's top in {edge:.0%} of seed x f)" if edge > 0.5 else "")
+                dev = _seed_devices(g).reindex(slope.index)
                 cells.append(Cell(name, "greater", slope, {"method": method, "best_at_grid_top": edge,
-                                  "fractions": ",".join(_label(f) for f in sorted(g["fraction"].unique()))}))
+                                  "fractions": ",".join(_label(f) for f in sorted(g["fraction"].unique()))},
+                                  pd.DataFrame({"a": dev, "b": dev})))
         if cells:
             yield pd.concat([kd, b]), cells, ["difference = per-seed slope of the argmax alpha against -ln f "
                                               "(alpha per unit ln f); the margin applies in these units"]
@@ -423,8 +526,8 @@ def _cells_small_teacher(d: pd.DataFrame, cfg: ClaimConfig):
                 for large in teachers[i + 1:]:
                     a, b = h[h["teacher"] == large], h[h["teacher"] == small]
                     if len(a) and len(b):
-                        cells.append(Cell(f"{method} f={_label(f)}: {large} - {small}", "at_most",
-                                          _paired(a, b, cfg.value), {"method": method, "fraction": f,
+                        cells.append(_pair(f"{method} f={_label(f)}: {large} - {small}", "at_most",
+                                           a, b, cfg.value, {"method": method, "fraction": f,
                                                                      "larger": large, "smaller": small}))
         if cells:
             sizes = ", ".join(f"{t} ({teacher_size(t) / 1e3:.0f}k)" for t in teachers)
@@ -444,11 +547,11 @@ def _cells_teacher_data(d: pd.DataFrame, cfg: ClaimConfig):
         cells = []
         for (method, f), h in g.groupby(["method", "fraction"], sort=True):
             at = {ft: h[h["teacher_fraction"] == ft] for ft in fts}
-            cells.append(Cell(f"{method} f={_label(f)}: f_t {_label(fts[-1])} - {_label(fts[0])}", "greater",
-                              _paired(at[fts[-1]], at[fts[0]], cfg.value), {"method": method, "fraction": f}))
+            cells.append(_pair(f"{method} f={_label(f)}: f_t {_label(fts[-1])} - {_label(fts[0])}", "greater",
+                               at[fts[-1]], at[fts[0]], cfg.value, {"method": method, "fraction": f}))
             for lo, hi in zip(fts, fts[1:]):
-                cells.append(Cell(f"{method} f={_label(f)}: f_t {_label(hi)} - {_label(lo)}", "at_least",
-                                  _paired(at[hi], at[lo], cfg.value), {"method": method, "fraction": f}))
+                cells.append(_pair(f"{method} f={_label(f)}: f_t {_label(hi)} - {_label(lo)}", "at_least",
+                                   at[hi], at[lo], cfg.value, {"method": method, "fraction": f}))
         yield g, cells, []  # describe_context names the teacher data fractions
 
 
@@ -460,8 +563,8 @@ def _cells_half_beats_full(d: pd.DataFrame, cfg: ClaimConfig):
         ref = full[full["setting"] == setting]
         if ref.empty:
             continue
-        cells = [Cell(f"random f={_label(cfg.half_fraction)}, KD at {w}, T={h['teacher'].iloc[0]} - full no KD",
-                      "at_least", _paired(h, ref, cfg.value), {"kd_weight": w, "teacher": h["teacher"].iloc[0]})
+        cells = [_pair(f"random f={_label(cfg.half_fraction)}, KD at {w}, T={h['teacher'].iloc[0]} - full no KD",
+                       "at_least", h, ref, cfg.value, {"kd_weight": w, "teacher": h["teacher"].iloc[0]})
                  for (w, _), h in g.groupby(["kd_weight", "kd_setting"], sort=True)]
         yield pd.concat([g, ref]), cells, ["difference = pruned with KD minus full data without KD"]
 
@@ -479,34 +582,65 @@ for _name, _statement, _fn, _unit, _margin in (
     CLAIMS.add(_name, Claim(_statement, _fn, _unit, _margin))
 
 
-def verdicts(df: pd.DataFrame, cfg: Optional[ClaimConfig] = None, claims: Optional[Sequence[str]] = None
-             ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def verdicts(df: pd.DataFrame, cfg: Optional[ClaimConfig] = None, claims: Optional[Sequence[str]] = None,
+             same_device: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(verdict table: one row per claim and context; cell table: every decided cell) from a run table
-    (``runs_table`` or ``kdlib.study.load_records``). A claim no context can test gets one inconclusive row."""
+    (``runs_table`` or ``kdlib.study.load_records``). A claim no context can test gets one inconclusive row.
+
+    Each claim is one Benjamini-Hochberg family: its cells across all its contexts (``FAMILY``). With
+    ``same_device`` every cell keeps only the seeds whose paired runs ran on one device (a cell left with none is
+    inconclusive, n = 0): the same-device view of the evidence."""
     cfg = cfg or ClaimConfig()
     d = prepare(df, cfg.value)
     rows, all_cells = [], []
     for name in claims or CLAIMS_ORDER:
         claim = CLAIMS.get(name)
         ccfg = cfg if claim.margin is None else replace(cfg, margin=claim.margin)
-        found = False
+        parts = []
         for ctx_rows, cells, notes in claim.cells(d, cfg):
             cells = [c for c in cells if len(c.diff.dropna())]  # a comparison with no common seed is no cell
-            if not cells:
-                continue
-            decided = decide(cells, ccfg)
-            ctx = describe_context(ctx_rows, notes)
+            if same_device:
+                cells = [c.same_device() for c in cells]
+            if cells:
+                parts.append((describe_context(ctx_rows, notes), test_cells(cells, ccfg)))
+        if not parts:
+            rows.append({"claim": name, "statement": claim.statement, "verdict": "inconclusive", "cells": 0,
+                         "deciding_cells": "no runs in this store can test it", "margin": ccfg.margin, "q": cfg.q,
+                         "unit": claim.unit})
+            continue
+        family = pd.concat([t.assign(_part=i) for i, (_, t) in enumerate(parts)], ignore_index=True)
+        family = judge(family, ccfg)
+        family["family"] = f"{name}: {int(family['in_family'].sum())} testable cells in {len(parts)} context(s)"
+        for i, (ctx, _) in enumerate(parts):
+            decided = family[family["_part"] == i].drop(columns="_part").reset_index(drop=True)
             rows.append(_summarise(name, decided, ctx, ccfg, claim.unit))
             context = f"[{ctx['setting_id']}] {ctx['dataset']}, {ctx['model']}, T={ctx['teacher']}, {ctx['notes']}"
             all_cells.append(decided.assign(claim=name, context=context[:70],
                                             **{k: ctx[k] for k in ("dataset", "model", "setting_id")}))
-            found = True
-        if not found:
-            rows.append({"claim": name, "statement": claim.statement, "verdict": "inconclusive", "cells": 0,
-                         "deciding_cells": "no runs in this store can test it", "margin": ccfg.margin, "q": cfg.q,
-                         "unit": claim.unit})
     cells = pd.concat(all_cells, ignore_index=True) if all_cells else pd.DataFrame()
     return pd.DataFrame(rows), cells
+
+
+FAMILY = ("one Benjamini-Hochberg family per claim: all of the claim's cells across all its contexts (the hold, "
+          "fail and equivalence tests each corrected over that family), less the cells whose number of seeds cannot "
+          "reach q at all")
+
+
+def with_same_device(table: pd.DataFrame, same: pd.DataFrame) -> pd.DataFrame:
+    """``table`` (``verdicts``) with the same-device view (``verdicts(..., same_device=True)``) beside it:
+    ``verdict_same_device`` and ``cells_same_device`` (holds/fails/inconclusive), matched by claim and context."""
+    keys = [k for k in ("claim", "setting_id", "teacher", "notes") if k in table and k in same]
+    s = same.copy()
+    s["cells_same_device"] = [f"{_n(r.get('cells_holds'))}/{_n(r.get('cells_fails'))}/"
+                              f"{_n(r.get('cells_inconclusive'))}" for _, r in s.iterrows()]
+    s = s[keys + ["verdict", "cells_same_device"]].rename(columns={"verdict": "verdict_same_device"})
+    fill = {k: "" for k in keys}
+    merged = table.fillna(fill).merge(s.fillna(fill), on=keys, how="left")
+    return merged
+
+
+def _n(v: object) -> str:
+    return "-" if _blank(v) else str(int(v))
 
 
 CLAIMS_ORDER = ("kd_improves", "random_matches", "alpha_grows", "small_teacher", "teacher_data", "half_beats_full")
@@ -518,13 +652,16 @@ def theory_verdicts(base, regimes: Mapping[str, Mapping], fs: Sequence[float], f
                     tol: float = 1e-3) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The theory toy's statements per regime (``kdlib.theory.regime_map``): alpha* grows as f shrinks and the
     student's risk at alpha* falls as f_t grows (tolerance checks on the design-averaged closed form: no step rises
-    by more than ``tol``), and KD lowers the risk at every f < f_t (a paired test over the ``draws`` designs of
-    risk(no KD) - risk(alpha*), BH across f; risks are relative to the no-KD risk, so the margin is ignored)."""
+    by more than ``tol``), and KD lowers the risk at every f < f_t: alpha* is chosen on ``draws`` held-out designs
+    and the paired test runs over ``draws`` other designs of risk(no KD) - risk(alpha*) (the sign-flip test, one
+    BH family over every regime's cells; risks are relative to the no-KD risk, so the margin is ignored). Chosen
+    on the designs it is tested on, the gain could not be negative."""
     from . import theory as th
 
     cfg = cfg or ClaimConfig()
+    tcfg = replace(cfg, margin=0.0)
     summary, opt, _ = th.regime_map(base, regimes, fs, f_ts, f_student, draws, seed, tol)
-    rows, all_cells = [], []
+    rows, all_cells, parts = [], [], []
     for r in summary.itertuples(index=False):
         toy = replace(th.regime_toy(base, regimes[r.regime]), pruning="random")
         ctx = {"dataset": "theory toy", "model": f"ridge student (lam {r.lam:.3g})",
@@ -542,19 +679,28 @@ def theory_verdicts(base, regimes: Mapping[str, Mapping], fs: Sequence[float], f
                          "verdict": "holds" if ok else "fails", "cells": 1, "cells_holds": int(ok),
                          "cells_fails": int(not ok), "cells_inconclusive": 0, "deciding_cells": text, "margin": 0.0,
                          "q": math.nan, "unit": "tolerance check"})
-        cells = []
-        for f in [f for f in fs if f < toy.f_t]:  # at f = f_t the teacher adds nothing: KD is exactly no KD
-            s = th.evaluate(replace(toy, f=f), draws, seed)
-            per = s.per_draw([0.0, s.alpha_opt()])
-            rel = (per[:, 0] - per[:, 1]) / per[:, 0].mean()
-            cells.append(Cell(f"f={_label(f)}", "greater", pd.Series(rel), {"fraction": f}))
-        if not cells:
-            continue
-        decided = decide(cells, replace(cfg, margin=0.0))
-        rows.append(_summarise("theory_kd_improves", decided, ctx | {"setting_id": ""}, replace(cfg, margin=0.0),
-                               "relative risk reduction"))
-        all_cells.append(decided.assign(claim="theory_kd_improves", regime=r.regime, context=r.regime))
+        cells = [theory_kd_cell(f, *th.held_out_evaluation(replace(toy, f=f), draws, seed))
+                 for f in fs if f < toy.f_t]  # at f = f_t the teacher adds nothing: KD is exactly no KD
+        if cells:
+            parts.append((r.regime, ctx, test_cells(cells, tcfg)))
+    if parts:  # one family: the statement's cells across every regime
+        family = pd.concat([t.assign(_part=i) for i, (_, _, t) in enumerate(parts)], ignore_index=True)
+        family = judge(family, tcfg)
+        family["family"] = (f"theory_kd_improves: {int(family['in_family'].sum())} testable cells in "
+                            f"{len(parts)} regime(s)")
+        for i, (regime, ctx, _) in enumerate(parts):
+            decided = family[family["_part"] == i].drop(columns="_part").reset_index(drop=True)
+            rows.append(_summarise("theory_kd_improves", decided, ctx | {"setting_id": ""}, tcfg,
+                                   "relative risk reduction"))
+            all_cells.append(decided.assign(claim="theory_kd_improves", regime=regime, context=regime))
     return pd.DataFrame(rows), pd.concat(all_cells, ignore_index=True) if all_cells else pd.DataFrame()
+
+
+def theory_kd_cell(f: float, alpha: float, gain: np.ndarray) -> Cell:
+    """The theory toy's KD cell at kept fraction ``f``: the per-draw relative risk reduction at ``alpha``, chosen
+    on held-out draws (``kdlib.theory.held_out_kd_gain``), tested > 0."""
+    return Cell(f"f={_label(f)} (alpha* {alpha:.2f}, chosen on held-out draws)", "greater", pd.Series(gain),
+                {"fraction": f, "alpha_selected": alpha})
 
 
 THEORY_STATEMENTS = {

@@ -260,14 +260,38 @@ def _noise(design: Design, seed: Seed) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(len(design.noise_var)) * np.sqrt(design.noise_var)
 
 
-def _design_seed(seed: int, k: int) -> list[int]:
-    return [seed, k, 0]
+SELECTION_STREAM = 3  # design seeds [seed, k, 3]: held-out designs; [seed, k, 0] are the designs, 1 and 2 noise
 
 
-def design_average(toy: Toy, draws: int, seed: int = 0) -> RiskSample:
-    """The closed form on ``draws`` designs (mean over them estimates the expectation over designs too)."""
-    parts = [closed_form(toy, draw_design(toy, _design_seed(seed, k))) for k in range(draws)]
+def _design_seed(seed: int, k: int, stream: int = 0) -> list[int]:
+    return [seed, k, stream]
+
+
+def design_average(toy: Toy, draws: int, seed: int = 0, stream: int = 0) -> RiskSample:
+    """The closed form on ``draws`` designs (mean over them estimates the expectation over designs too);
+    ``stream`` = ``SELECTION_STREAM`` draws designs independent of the default ones for the same seed."""
+    parts = [closed_form(toy, draw_design(toy, _design_seed(seed, k, stream))) for k in range(draws)]
     return RiskSample(np.concatenate([p.total for p in parts]), np.concatenate([p.bias for p in parts]))
+
+
+def held_out_kd_gain(select: RiskSample, test: RiskSample) -> tuple[float, np.ndarray]:
+    """(alpha*, per-draw relative risk reduction of KD): alpha* minimises the mean risk of the ``select`` draws,
+    and the gain ``(risk(0) - risk(alpha*)) / mean risk(0)`` is measured on the ``test`` draws, which must be other
+    draws. Chosen and measured on the same draws, the gain's mean would be >= 0 by construction (a test that cannot
+    fail); held out, an alpha* that does not carry over shows as a loss."""
+    if select is test:
+        raise ValueError("select and test must be different draws: alpha* chosen on the draws it is tested on "
+                         "makes the mean gain >= 0 by construction")
+    a = select.alpha_opt()
+    per = test.per_draw([0.0, a])
+    return a, (per[:, 0] - per[:, 1]) / per[:, 0].mean()
+
+
+def held_out_evaluation(toy: Toy, draws: int, seed: int = 0) -> tuple[float, np.ndarray]:
+    """``held_out_kd_gain`` of the closed form: alpha* from ``draws`` designs of ``SELECTION_STREAM``, the gain on
+    the ``draws`` designs ``evaluate(toy, draws, seed)`` uses (random pruning only)."""
+    check_positive(draws, "draws", integer=True)
+    return held_out_kd_gain(design_average(toy, draws, seed, SELECTION_STREAM), design_average(toy, draws, seed))
 
 
 def monte_carlo(toy: Toy, draws: int, seed: int = 0, design: Optional[Design] = None) -> RiskSample:

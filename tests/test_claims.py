@@ -82,8 +82,9 @@ def test_one_failing_cell_fails_the_claim_and_is_named():
 
 
 def test_unlike_runs_are_not_pooled():
-    other = sweep(-2.0).assign(**{"train.epochs": 30})
-    assert sorted(verdict(pd.concat([sweep(+2.0), other]), "kd_improves")) == ["fails", "holds"]
+    # 8 seeds: the two contexts are one BH family of 8 cells, 4 of them null for each side
+    other = sweep(-2.0, seeds=range(8)).assign(**{"train.epochs": 30})
+    assert sorted(verdict(pd.concat([sweep(+2.0, seeds=range(8)), other]), "kd_improves")) == ["fails", "holds"]
 
 
 def test_benjamini_hochberg_spares_no_cell():
@@ -214,3 +215,172 @@ def test_a_method_run_with_two_hyperparameter_sets_is_two_methods():
     df["method_params.strata"] = np.where(df.method == "el2n", np.where(df.seed % 2 == 0, 50.0, 10.0), np.nan)
     names = claims.prepare(df)["method"].unique()
     assert sum(n.startswith("el2n [params ") for n in names) == 2
+
+
+# ------------------------------------------------------------------------ rule changes (issue 24): old vs new
+def cell_table(diffs, kind="greater", **cfg):
+    """One cell per list of per-seed differences, decided as one family."""
+    cells = [claims.Cell(f"c{i}", kind, pd.Series(d, dtype=float), {}) for i, d in enumerate(diffs)]
+    return claims.decide(cells, claims.ClaimConfig(**cfg))
+
+
+def test_three_seeds_all_positive_are_inconclusive_under_the_exact_test():
+    # old rule: one-sided t-test p = 0.002 and a bootstrap interval above 0: holds; the exact test's p is 1/8
+    assert cell_table([[3.0, 3.5, 4.0]])["verdict"].tolist() == ["inconclusive"]
+
+
+def test_three_seeds_name_the_smallest_p_they_can_reach():
+    assert cell_table([[3.0, 3.5, 4.0]])["why"].iloc[0].startswith("3 seeds cannot reach q < 0.05")
+
+
+def test_the_t_test_alone_would_have_called_the_three_seed_cell():
+    assert cell_table([[3.0, 3.5, 4.0]])["p_t_hold"].iloc[0] < 0.01
+
+
+def test_one_seed_against_the_others_keeps_five_seeds_inconclusive():
+    # old rule: t-test p = 0.015 (mean 2.3, sd 1.6) and a bootstrap agreeing: holds; the sign-flip p is 2/32
+    assert cell_table([[3.0, 3.0, 3.0, 3.0, -0.5]])["verdict"].tolist() == ["inconclusive"]
+
+
+def test_five_positive_seeds_hold_under_the_exact_test():
+    assert cell_table([[3.0, 3.0, 3.2, 2.9, 3.1]])["verdict"].tolist() == ["holds"]
+
+
+def test_a_significant_gain_below_the_margin_is_equivalent_not_holding():
+    # old rule checked "holds" first (q_hold = 1/256 < 0.05): holds; equivalence comes first now
+    out = cell_table([[0.2, 0.21, 0.19, 0.2, 0.22, 0.18, 0.2, 0.21]], margin=0.5)
+    assert (out["verdict"].iloc[0], out["why"].iloc[0].split(":")[0]) == ("fails", "equivalent")
+
+
+def two_context_table():
+    """Context A (15 epochs): one cell, +2 at all 5 seeds; context B (30 epochs): one cell whose seeds disagree."""
+    a = runs([("random", 0.1, 0.0, None, 80.0), ("random", 0.1, 0.5, "t", 82.0)], noise=0.01)
+    b = runs([("random", 0.1, 0.0, None, 80.0), ("random", 0.1, 0.5, "t", 80.0)], noise=0.01)
+    b.loc[b["alpha"] > 0, "final_acc"] += [1.0, -1.0, 1.0, -1.0, 0.2]
+    return pd.concat([a, b.assign(**{"train.epochs": 30})])
+
+
+def test_benjamini_hochberg_family_is_the_claim_across_its_contexts():
+    # old rule: BH per context: A's q = 1/32 holds alone; as one family with B's cell its q is 2/32
+    table, _ = claims.verdicts(two_context_table(), claims=["kd_improves"])
+    assert table["verdict"].tolist() == ["inconclusive", "inconclusive"]
+
+
+def test_the_family_is_named_in_every_cell():
+    _, cells = claims.verdicts(two_context_table(), claims=["kd_improves"])
+    assert set(cells["family"]) == {"kd_improves: 2 testable cells in 2 context(s)"}
+
+
+def test_cells_whose_seeds_cannot_reach_q_leave_the_family():
+    # one 5-seed cell at p = 1/32 and three 3-seed cells at p = 1/8: kept in the family they would raise its q to
+    # 1/8 (every cell inconclusive); left out (their n alone rules them out), the 5-seed cell holds
+    out = cell_table([[3.0, 3.1, 2.9, 3.0, 3.2], [1.0, 1.1, 0.9], [1.0, 1.2, 0.8], [1.0, 1.1, 1.2]])
+    assert out["verdict"].tolist() == ["holds", "inconclusive", "inconclusive", "inconclusive"]
+
+
+# ------------------------------------------------------------------------------------------ devices in evidence
+def device_sweep(devices_kd, devices_no_kd):
+    """random at f = 0.1, KD +2 points, 5 seeds; the runs of each arm on the devices given per seed."""
+    df = runs([("random", 0.1, 0.0, None, 80.0), ("random", 0.1, 0.5, "t", 82.0)], noise=0.01)
+    df.loc[df["alpha"] > 0, "runtime.device_name"] = devices_kd
+    df.loc[df["alpha"] == 0, "runtime.device_name"] = devices_no_kd
+    return df
+
+
+def test_a_verdict_names_the_devices_of_its_runs():
+    df = device_sweep(["Intel(R) Xeon(R) Processor"] * 5, ["AMD EPYC"] * 5)
+    assert claims.verdicts(df, claims=["kd_improves"])[0]["devices"].iloc[0] == "AMD EPYC; Intel Xeon"
+
+
+def test_a_cell_pairing_different_devices_counts_its_seeds():
+    df = device_sweep(["AMD EPYC"] * 3 + ["NVIDIA H200"] * 2, ["AMD EPYC"] * 5)
+    assert claims.verdicts(df, claims=["kd_improves"])[1]["mixed_device_seeds"].iloc[0] == 2
+
+
+def test_a_verdict_counts_its_cells_across_devices():
+    df = device_sweep(["AMD EPYC"] * 3 + ["NVIDIA H200"] * 2, ["AMD EPYC"] * 5)
+    assert claims.verdicts(df, claims=["kd_improves"])[0]["mixed_device_cells"].iloc[0] == 1
+
+
+def test_the_deciding_cells_say_when_seeds_pair_devices():
+    df = device_sweep(["AMD EPYC"] * 3 + ["NVIDIA H200"] * 2, ["AMD EPYC"] * 5)
+    deciding = claims.verdicts(df, claims=["kd_improves"])[0]["deciding_cells"].iloc[0]
+    assert "2 of its seed pairs across devices" in deciding
+
+
+def test_same_device_view_keeps_only_same_device_seed_pairs():
+    # all 5 seeds: holds; the same-device view keeps 3 seeds, which cannot reach q
+    df = device_sweep(["AMD EPYC"] * 3 + ["NVIDIA H200"] * 2, ["AMD EPYC"] * 5)
+    table = claims.with_same_device(claims.verdicts(df, claims=["kd_improves"])[0],
+                                    claims.verdicts(df, claims=["kd_improves"], same_device=True)[0])
+    assert (table["verdict"].iloc[0], table["verdict_same_device"].iloc[0]) == ("holds", "inconclusive")
+
+
+def test_same_device_view_of_a_cell_with_no_same_device_pair_has_no_seed():
+    df = device_sweep(["Intel Xeon"] * 5, ["AMD EPYC"] * 5)
+    assert claims.verdicts(df, claims=["kd_improves"], same_device=True)[1]["n"].iloc[0] == 0
+
+
+def test_device_label_drops_trademarks_and_processor():
+    assert claims.device_label({"runtime.device_name": "Intel(R) Xeon(R) Processor"}) == "Intel Xeon"
+
+
+def test_device_label_falls_back_to_the_device():
+    assert claims.device_label({"runtime.device": "cuda:0"}) == "cuda:0"
+
+
+def test_kd_contexts_sharing_a_no_kd_baseline_say_so():
+    df = runs([("random", 0.1, 0.0, None, 80.0), ("random", 0.1, 0.5, "t", 82.0), ("random", 0.1, 0.9, "t", 82.0)])
+    notes = claims.verdicts(df, claims=["kd_improves"])[0]["notes"].tolist()
+    assert all("no-KD baseline shared with 1 other KD context" in n for n in notes)
+
+
+def test_a_verdict_row_states_the_seeds_a_cell_needs():
+    assert claims.verdicts(sweep(+2.0), claims=["kd_improves"])[0]["seeds_needed"].iloc[0] == 5
+
+
+# ------------------------------------------------------------------------------- theory: the check can fail
+def gram(diag_kd, k=12, spread=0.05, seed=0):
+    """k draws of a 3x3 Gram: risk(0) = 1, the KD route's risk ``diag_kd`` (uncorrelated), with per-draw noise."""
+    from kdlib import theory as th
+
+    rng = np.random.default_rng(seed)
+    g = np.zeros((k, 3, 3))
+    g[:, 0, 0] = 1.0 + rng.normal(0, spread, k)
+    g[:, 1, 1] = diag_kd + rng.normal(0, spread, k)
+    return th.RiskSample(g)
+
+
+def theory_cell_verdict(select, test):
+    from kdlib import theory as th
+
+    cell = claims.theory_kd_cell(0.1, *th.held_out_kd_gain(select, test))
+    return claims.decide([cell], claims.ClaimConfig(margin=0.0))["verdict"].iloc[0]
+
+
+def test_theory_kd_check_fails_when_the_held_out_alpha_does_not_carry_over():
+    # selection draws: KD's route is 10x better (alpha* = 0.91); test draws: it is 4x worse, so KD at 0.91 loses
+    assert theory_cell_verdict(gram(0.1, seed=1), gram(4.0, seed=2)) == "fails"
+
+
+def test_theory_kd_check_chosen_in_sample_could_not_fail():
+    # the old rule: alpha* chosen on the test draws themselves (0.2 here) never loses on average
+    test = gram(4.0, seed=2)
+    per = test.per_draw([0.0, test.alpha_opt()])
+    assert (per[:, 0] - per[:, 1]).mean() >= 0
+
+
+def test_theory_held_out_gain_refuses_the_same_draws():
+    from kdlib import theory as th
+
+    s = gram(1.0)
+    with pytest.raises(ValueError, match="different draws"):
+        th.held_out_kd_gain(s, s)
+
+
+def test_theory_selection_draws_are_not_the_test_draws():
+    from kdlib import theory as th
+
+    toy = th.Toy(d=5, n=50, f=0.3)
+    a = th.design_average(toy, 2, 0, th.SELECTION_STREAM).total
+    assert not np.allclose(a, th.design_average(toy, 2, 0).total)

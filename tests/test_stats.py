@@ -90,3 +90,65 @@ def test_report_paired_difference_has_bh_q_values():
 def test_paired_test_treats_float_noise_around_the_threshold_as_a_tie():
     t = stats.paired_test([-1e-17, -1e-17, -1e-17])
     assert (t["p_greater"], t["p_less"]) == (1.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------- exact sign-flip test
+def test_sign_flip_three_positive_differences_reach_one_eighth():
+    assert stats.sign_flip_test([1.0, 2.0, 3.0]) == 0.125
+
+
+def test_sign_flip_golden_value_counted_by_hand():
+    # obs = 11 of |d| total 15: a pattern reaches it when the flipped |d| sum to <= 2: {}, {1}, {2}: 3 of 32
+    assert stats.sign_flip_test([1.0, -2.0, 3.0, 4.0, 5.0]) == pytest.approx(3 / 32)
+
+
+def test_sign_flip_two_sided_doubles_the_one_sided_extreme():
+    assert stats.sign_flip_test([1.0, 2.0, 3.0], alternative="two-sided") == 0.25
+
+
+def test_sign_flip_less_mirrors_greater():
+    assert stats.sign_flip_test([-1.0, -2.0, -3.0, -4.0], alternative="less") == 1 / 16
+
+
+def test_sign_flip_against_a_threshold_shifts_the_differences():
+    # 1, 2, 3 against 1.5: -0.5, 0.5, 1.5; sum 1.5 reached by 3 of 8 patterns (+-0.5 either way with +1.5)
+    assert stats.sign_flip_test([1.0, 2.0, 3.0], threshold=1.5) == pytest.approx(3 / 8)
+
+
+def test_sign_flip_all_at_the_threshold_is_one():
+    assert stats.sign_flip_test([0.5, 0.5, 0.5], threshold=0.5) == 1.0
+
+
+def test_sign_flip_above_the_exact_limit_is_monte_carlo_with_the_observed_pattern_counted():
+    assert stats.sign_flip_test(np.ones(stats.EXACT_MAX + 4), n_perm=999) == pytest.approx(1 / 1000)
+
+
+def test_sign_flip_unknown_alternative_is_named():
+    with pytest.raises(ValueError, match="allowed values for 'alternative'"):
+        stats.sign_flip_test([1.0, 2.0], alternative="bigger")
+
+
+def test_sign_flip_bad_n_perm_is_named():
+    with pytest.raises(ValueError, match="n_perm"):
+        stats.sign_flip_test([1.0, 2.0], n_perm=0)
+
+
+def test_smallest_p_of_three_seeds_is_one_eighth():
+    assert stats.smallest_p(3) == 0.125
+
+
+def test_five_seeds_are_needed_one_sided_at_five_percent():
+    assert stats.seeds_needed(0.05) == 5
+
+
+def test_six_seeds_are_needed_two_sided_at_five_percent():
+    assert stats.seeds_needed(0.05, "two-sided") == 6
+
+
+def test_seeds_needed_bad_level_is_named():
+    with pytest.raises(ValueError, match="level"):
+        stats.seeds_needed(1.5)
+
+
+def test_paired_test_reports_the_exact_p_beside_the_t_test():
+    assert stats.paired_test(X)["p_exact_greater"] == 0.125
