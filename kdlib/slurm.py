@@ -18,6 +18,8 @@ a preempted 240-epoch run repeats at most that much. ``max_requeue`` bounds the 
 """
 from __future__ import annotations
 
+import math
+import re
 import shlex
 import shutil
 import sys
@@ -33,23 +35,62 @@ from .validate import check_choice, check_number, from_plain, normalise, optiona
 CLUSTERS = ("slurm", "local")
 
 
+MAX_ARRAY_SIZE = 1000  # jobs per array: SLURM's MaxArraySize is 1001 by default (indices 0-1000)
+# the sbatch options kdlib (through submitit) writes itself: ``additional`` may not set them, nor abbreviate them
+# (sbatch reads an unambiguous prefix of a long option as that option)
+OWN_SBATCH_OPTIONS = ("account", "array", "constraint", "cpus-per-task", "error", "gpus-per-node", "job-name",
+                      "mem", "nodes", "ntasks-per-node", "open-mode", "output", "partition", "qos", "signal",
+                      "time", "wckey")
+_NOT_ABBREVIATIONS = frozenset({"gpus"})  # sbatch options of their own that are prefixes of the ones above
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _no_control(value: str, parameter: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError(f"{parameter} must not contain control characters (a newline would end its #SBATCH line "
+                         f"and run the rest as a shell command), got {value!r}")
+    return value
+
+
 def _text(value: Any, parameter: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{parameter} must be a non-empty string, got {value!r}")
-    return value
+    return _no_control(value, parameter)
 
 
 def _lines(value: Any, parameter: str) -> tuple[str, ...]:
     if isinstance(value, str) or not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
         raise ValueError(f"{parameter} must be a list of shell lines, got {value!r}")
-    return tuple(value)
+    return tuple(_no_control(v, f"{parameter}[{i}]") for i, v in enumerate(value))
 
 
 def _sbatch_options(value: Any, parameter: str) -> dict[str, Any]:
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
         raise ValueError(f"{parameter} must be a mapping of sbatch option names to values "
                          f"(e.g. {{'exclusive': True, 'gres': 'gpu:a100:1'}}), got {value!r}")
-    return dict(value)
+    out = {}
+    for name, v in value.items():
+        where = f"{parameter}[{name!r}]"
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", name):
+            raise ValueError(f"{parameter}: {name!r} is not an sbatch option name (letters, digits, - and _)")
+        option = name.replace("_", "-")
+        own = next((o for o in OWN_SBATCH_OPTIONS if o == option
+                    or (o.startswith(option) and option not in _NOT_ABBREVIATIONS)), None)
+        if own is not None:
+            raise ValueError(f"{where}: --{own} is kdlib's own sbatch setting and cannot be overridden "
+                             f"(set it through the slurm option that writes it: time, partition, account, qos, "
+                             f"constraint, gpus, cpus, mem_gb, array_parallelism, name, folder, signal_delay_s); "
+                             f"not allowed in additional: {', '.join(OWN_SBATCH_OPTIONS)} or their abbreviations")
+        if v is True or (isinstance(v, (int, float)) and not isinstance(v, bool)):
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{where} must be finite, got {v!r}")
+            out[name] = v
+        elif isinstance(v, str) and v.strip():
+            out[name] = _no_control(v, where)
+        else:
+            raise ValueError(f"{where} must be a string, an integer, a number or true (a flag without value); "
+                             f"leave the option out instead of {v!r}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -67,6 +108,10 @@ class SlurmOptions:
     the least seconds between two in-run checkpoints (what a requeued run repeats at most). ``folder``: where
     submitit writes job scripts, pickles and logs (default ``<store>/slurm/``; a folder every node sees).
     ``name``: the job name. ``cluster``: ``slurm``, or ``local`` to run the jobs as local processes (tests).
+    ``max_array_size``: at most this many jobs per array (SLURM's ``MaxArraySize`` less one; a larger wave goes
+    out as several arrays). Text options refuse control characters (a newline would end its ``#SBATCH`` line);
+    ``additional`` may not set, or abbreviate, an option kdlib writes itself (``OWN_SBATCH_OPTIONS``), and its
+    values are strings, numbers or true; ``mem_gb`` is at least 1.
     """
 
     partition: Optional[str] = None
@@ -86,6 +131,7 @@ class SlurmOptions:
     folder: Optional[str] = None
     name: str = "kdlib"
     cluster: str = "slurm"
+    max_array_size: int = MAX_ARRAY_SIZE
 
     def __post_init__(self) -> None:
         def key(check: Any, **kw: Any) -> Any:
@@ -97,7 +143,8 @@ class SlurmOptions:
             "time": key(check_number, integer=True, low=1, note=" (minutes)"),
             "gpus": key(check_number, integer=True, low=0),
             "cpus": key(check_number, integer=True, low=1),
-            "mem_gb": optional(key(check_number, low=0, low_open=True)),
+            "mem_gb": optional(key(check_number, low=1, note=" (GB; below 1 SLURM may read --mem=0 as the "
+                                                              "node's whole memory)")),
             "array_parallelism": key(check_number, integer=True, low=1),
             "setup": key(_lines), "additional": key(_sbatch_options),
             "signal_delay_s": key(check_number, integer=True, low=0),
@@ -105,7 +152,12 @@ class SlurmOptions:
             "checkpoint_every": key(check_number, low=0),
             "folder": optional(key(_text)), "name": key(_text),
             "cluster": lambda v, n: check_choice(v, f"slurm.{n}", CLUSTERS),
+            "max_array_size": key(check_number, integer=True, low=1, note=" (the cluster's MaxArraySize - 1)"),
         })
+
+    def array_chunks(self, n: int) -> list[range]:
+        """The job arrays ``n`` jobs go out as: consecutive ranges of at most ``max_array_size`` jobs."""
+        return [range(i, min(i + self.max_array_size, n)) for i in range(0, n, self.max_array_size)]
 
     @classmethod
     def from_dict(cls, d: Optional[Mapping[str, Any]]) -> "SlurmOptions":
@@ -135,10 +187,12 @@ class SlurmOptions:
 def sbatch_script(options: SlurmOptions | Mapping[str, Any], folder: str = "/shared/store/slurm/%j",
                   array_size: int = 2) -> str:
     """The sbatch script submitit writes for one job array of ``array_size`` jobs under ``options`` (what a user
-    checks before submitting a grid; built by submitit's own template)."""
+    checks before submitting a grid; built by submitit's own template). Above ``max_array_size`` it is the script
+    of the first of the arrays the jobs go out as."""
     from submitit.slurm import slurm as submitit_slurm
 
     opts = options if isinstance(options, SlurmOptions) else SlurmOptions.from_dict(options)
+    array_size = len(opts.array_chunks(check_number(array_size, "array_size", integer=True, low=1))[0])
     renamed = submitit_slurm.SlurmExecutor._equivalence_dict()
     args = {renamed.get(k, k.removeprefix("slurm_")): v for k, v in opts.executor_parameters().items()
             if not k.startswith("local_")}
@@ -187,6 +241,7 @@ class SlurmPool:
                                               local_max_num_timeout=options.max_requeue)
         self.executor.update_parameters(**options.executor_parameters())
         self.fn = fn
+        self.options = options
         self.poll_s = 1.0 if options.cluster == "local" else 15.0
         self.pending: list[_Handle] = []
 
@@ -199,10 +254,12 @@ class SlurmPool:
         if not self.pending:
             return
         wave, self.pending = self.pending, []
-        jobs = self.executor.map_array(SlurmWork(self.fn), [h.task for h in wave], [h.cfg for h in wave],
-                                       [h.spec for h in wave])
-        for handle, job in zip(wave, jobs):
-            handle.job = job
+        for chunk in self.options.array_chunks(len(wave)):  # arrays of at most slurm.max_array_size jobs
+            part = [wave[i] for i in chunk]
+            jobs = self.executor.map_array(SlurmWork(self.fn), [h.task for h in part], [h.cfg for h in part],
+                                           [h.spec for h in part])
+            for handle, job in zip(part, jobs):
+                handle.job = job
 
     def wait(self, handles: list) -> list:
         self._flush()

@@ -147,3 +147,64 @@ def test_a_preempted_and_requeued_run_ends_with_the_uninterrupted_record(preempt
         (whole["final_acc"], whole["losses"], whole["curve"])
 
 
+
+
+# --- issue 25, items 10-12 and 15 (array size): what a job script may not be made to say ----------------------
+@pytest.mark.parametrize("setting", ["name", "partition", "account", "qos", "constraint", "folder"])
+def test_a_newline_in_a_text_option_is_refused(setting):
+    with pytest.raises(ValueError, match=f"slurm.{setting} must not contain control characters"):
+        SlurmOptions.from_dict({setting: "gpu\nsrun touch /tmp/owned"})
+
+
+def test_a_control_character_in_a_setup_line_is_refused():
+    with pytest.raises(ValueError, match=r"slurm.setup\[1\] must not contain control characters"):
+        SlurmOptions.from_dict({"setup": ["module load cuda", "source env\rrm -rf ~"]})
+
+
+def test_a_newline_in_an_additional_value_is_refused():
+    with pytest.raises(ValueError, match=r"slurm.additional\['gres'\] must not contain control characters"):
+        SlurmOptions.from_dict({"additional": {"gres": "gpu:1\n#SBATCH --time=9999"}})
+
+
+@pytest.mark.parametrize("name, own", [("time", "time"), ("array", "array"), ("output", "output"),
+                                       ("job_name", "job-name"), ("tim", "time"), ("mem", "mem"),
+                                       ("signal", "signal"), ("o", "open-mode")])
+def test_additional_cannot_override_kdlibs_own_settings(name, own):
+    with pytest.raises(ValueError, match=f"slurm.additional\\['{name}'\\]: --{own} is kdlib's own sbatch setting"):
+        SlurmOptions.from_dict({"additional": {name: 1}})
+
+
+@pytest.mark.parametrize("value", [None, False, {"a": 1}, [1], "", float("nan")])
+def test_an_additional_value_that_is_not_a_string_number_or_true_is_refused(value):
+    with pytest.raises(ValueError, match=r"slurm.additional\['gres'\] must be"):
+        SlurmOptions.from_dict({"additional": {"gres": value}})
+
+
+def test_additional_flags_and_own_options_that_look_like_prefixes_are_written():
+    script = sbatch_script({"additional": {"exclusive": True, "gpus": 2, "gres": "gpu:a100:1"}})
+    assert [w for w in ("--exclusive", "--gpus=2", "--gres=gpu:a100:1") if f"#SBATCH {w}\n" not in script] == []
+
+
+@pytest.mark.parametrize("mem_gb", [0.0005, 0.5])
+def test_mem_gb_below_one_is_refused(mem_gb):
+    with pytest.raises(ValueError, match=r"slurm.mem_gb must be a number >= 1 \(GB"):
+        SlurmOptions.from_dict({"mem_gb": mem_gb})
+
+
+def test_an_array_over_the_maximum_is_written_in_chunks():
+    assert "#SBATCH --array=0-999%256\n" in sbatch_script({}, array_size=2500)
+
+
+def test_the_array_maximum_is_configurable():
+    assert "#SBATCH --array=0-9%10\n" in sbatch_script({"max_array_size": 10}, array_size=25)
+
+
+def test_array_chunks_cover_every_job_once():
+    assert [len(c) for c in SlurmOptions(max_array_size=4).array_chunks(10)] == [4, 4, 2]
+
+
+def test_a_wave_over_the_array_maximum_goes_out_as_several_arrays(tmp_path, arrays):
+    configs = [tiny_config(seed=s) for s in range(5)]
+    run_parallel(configs, tmp_path, progress=False, executor="slurm",
+                 slurm={"cluster": "local", "max_array_size": 2}, study_class=RecordingStudy)
+    assert [len(a) for a in arrays] == [2, 2, 1]
