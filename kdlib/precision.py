@@ -3,7 +3,9 @@ of the machine a run ran on (recorded beside every result, outside its key).
 
 ``precision="auto"`` resolves to:
 
-* CUDA: ``bf16`` where the GPU computes it (Ampere and later), else ``fp16`` with the loss scaler;
+* CUDA: ``bf16`` where the run's GPU computes it natively (compute capability >= 8.0: Ampere and later; what
+  ``torch.cuda.is_bf16_supported(including_emulation=False)`` answers, asked of the run's device, not the current
+  one), else ``fp16`` with the loss scaler (a V100 or T4 emulates bf16, which its default answer counts);
 * CPU: ``bf16`` only where the CPU computes it natively (AVX-512 BF16 or AMX on x86; the ``bf16`` extension on
   Arm), else ``fp32``. On an AVX2-only CPU oneDNN emulates bf16 and a ResNet step runs ~9x slower than in fp32.
 
@@ -28,6 +30,17 @@ from .usercache import read_map, remember
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})  # x86 AVX-512 BF16 / AMX; Arm's bf16 extension
 PROBE_MARGIN = 1.1  # bf16 must beat fp32 by 10% in the probe to be chosen
+BF16_MIN_CAPABILITY = 8  # CUDA compute capability (major) from which bf16 is native (Ampere)
+
+
+def cuda_bf16_native(device: torch.device | str) -> bool:
+    """True when the CUDA ``device`` computes bf16 natively: compute capability >= 8.0, never emulation (torch's
+    ``is_bf16_supported()`` counts emulated bf16 by default and asks the current device); a ROCm GPU answers
+    ``is_bf16_supported(including_emulation=False)``."""
+    if torch.version.hip:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    major, _ = torch.cuda.get_device_capability(torch.device(device))
+    return major >= BF16_MIN_CAPABILITY
 
 
 def cpu_flags() -> Optional[frozenset[str]]:
@@ -121,7 +134,7 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     if precision != "auto":
         return precision
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if cuda_bf16_native(device) else "fp16"
     if device.type == "cpu":
         return cpu_auto_precision()
     return "fp32"

@@ -106,24 +106,52 @@ def test_unknown_precision_names_the_allowed_values():
         P.resolve_precision("fp8", "cpu")
 
 
-def test_auto_on_cuda_without_bf16_is_fp16(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+@pytest.fixture
+def gpus(monkeypatch):
+    """Forces the CUDA answers: ``gpus({"cuda:0": (7, 0), ...})`` gives each device its compute capability
+    (``cuda`` alone: device 0); ``is_bf16_supported`` says yes with emulation, as torch does on a V100 or T4."""
+    def force(capabilities: dict) -> None:
+        def capability(device=None):
+            device = torch.device(device if device is not None else "cuda")
+            return capabilities[f"cuda:{device.index or 0}"]
+
+        monkeypatch.setattr(torch.version, "hip", None)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", capability)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    return force
+
+
+@pytest.mark.parametrize("gpu, capability", [("V100", (7, 0)), ("T4", (7, 5)), ("P100", (6, 0))])
+def test_auto_on_a_gpu_that_emulates_bf16_is_fp16(gpus, gpu, capability):
+    gpus({"cuda:0": capability})
     assert P.resolve_precision("auto", "cuda") == "fp16"
 
 
-def test_auto_on_cuda_with_bf16_is_bf16(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+@pytest.mark.parametrize("gpu, capability", [("A100", (8, 0)), ("A10", (8, 6)), ("H100", (9, 0))])
+def test_auto_on_a_gpu_with_native_bf16_is_bf16(gpus, gpu, capability):
+    gpus({"cuda:0": capability})
     assert P.resolve_precision("auto", "cuda") == "bf16"
 
 
-def test_scaler_needed_for_auto_on_a_gpu_without_bf16(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+def test_auto_asks_the_runs_own_gpu(gpus):
+    gpus({"cuda:0": (7, 0), "cuda:1": (8, 0)})
+    assert [P.resolve_precision("auto", d) for d in ("cuda:0", "cuda:1")] == ["fp16", "bf16"]
+
+
+def test_scaler_needed_for_auto_on_a_gpu_without_bf16(gpus):
+    gpus({"cuda:0": (7, 5)})
     assert P.needs_loss_scaler("auto", "cuda")
 
 
-def test_no_scaler_for_auto_on_a_gpu_with_bf16(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+def test_no_scaler_for_auto_on_a_gpu_with_bf16(gpus):
+    gpus({"cuda:0": (8, 0)})
     assert not P.needs_loss_scaler("auto", "cuda")
+
+
+def test_auto_on_rocm_asks_without_emulation(monkeypatch):
+    monkeypatch.setattr(torch.version, "hip", "6.0")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: not including_emulation)
+    assert P.resolve_precision("auto", "cuda") == "bf16"
 
 
 def test_scaler_off_on_cpu():
