@@ -389,7 +389,9 @@ class Store:
         try:
             return load(data)
         except Exception as err:  # noqa: BLE001 - never executed (weights_only, allow_pickle=False): set aside
-            self._quarantine(self.path(kind, key, suffix), f"unloadable artefact: {type(err).__name__}: {err}",
+            text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(err)).split())  # torch's run to many styled lines
+            short = text if len(text) <= 300 else text[:297] + "..."
+            self._quarantine(self.path(kind, key, suffix), f"unloadable artefact: {type(err).__name__}: {short}",
                              ident)
             return None
 
