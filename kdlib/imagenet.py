@@ -268,7 +268,7 @@ def check_folder_fingerprint(root: str | os.PathLike, fingerprint: str, reuse_s:
         return
     actual = folder_fingerprint(split_root)
     if actual != fingerprint:
-        raise ValueError(f"data.fingerprint {fingerprint!r} does not match the folder {split_root}, whose content "
+        raise ValueError(f"fingerprint {fingerprint!r} does not match the folder {split_root}, whose content "
                          f"fingerprint is {actual!r}: the spec names another folder's content (leave fingerprint "
                          f"out to key runs by this folder)")
     _verified[(split_root, fingerprint)] = time.monotonic()

@@ -76,7 +76,8 @@ def check_key(kind: str, key: Any) -> str:
     a ValueError naming the pattern (a key is a file name in the store: no path, NUL or over-long name)."""
     pattern = NAME_PATTERN if kind in NAMED_KINDS else KEY_PATTERN
     if not isinstance(key, str) or not pattern.fullmatch(key):
-        raise ValueError(f"key {str(key)[:80]!r} of a {kind!r} record does not match {pattern.pattern}")
+        shown = repr(key) if len(str(key)) <= 64 else f"{str(key)[:32]!r}... ({len(str(key))} characters)"
+        raise ValueError(f"key {shown} of a {kind!r} record does not match {pattern.pattern}")
     return key
 
 

@@ -247,7 +247,7 @@ def test_a_spec_fingerprint_of_another_folder_is_an_error_naming_both(fingerprin
     from kdlib.imagenet import FolderSpec
 
     _, fp = fingerprinted
-    with pytest.raises(ValueError, match=f"data.fingerprint '{fp}' does not match the folder .*digits, whose "
+    with pytest.raises(ValueError, match=f"^fingerprint '{fp}' does not match the folder .*digits, whose "
                                          f"content fingerprint is '[0-9a-f]{{16}}'"):
         FolderSpec(root=str(digits_folder), fingerprint=fp)
 
@@ -256,7 +256,7 @@ def test_a_made_up_spec_fingerprint_is_an_error(fingerprinted):
     from kdlib.imagenet import FolderSpec
 
     root, _ = fingerprinted
-    with pytest.raises(ValueError, match="data.fingerprint '0123456789abcdef' does not match the folder"):
+    with pytest.raises(ValueError, match="^fingerprint '0123456789abcdef' does not match the folder"):
         FolderSpec(root=str(root), fingerprint="0123456789abcdef")
 
 
@@ -266,7 +266,7 @@ def test_a_spec_whose_folder_appears_later_is_checked_when_loaded(fingerprinted,
     root, _ = fingerprinted
     spec = FolderSpec(root=str(tmp_path / "later"), fingerprint="0123456789abcdef")  # a record read back
     shutil.copytree(root, tmp_path / "later")
-    with pytest.raises(ValueError, match="data.fingerprint '0123456789abcdef' does not match the folder"):
+    with pytest.raises(ValueError, match="^fingerprint '0123456789abcdef' does not match the folder"):
         load_folder_spec(spec)
 
 
