@@ -12,9 +12,10 @@ import re
 import sys
 import tempfile
 import textwrap
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -352,6 +353,308 @@ def _file_modes(tmp: Path) -> str:
     return f"no exception: records and checkpoints are created with mode {', '.join(modes)} (0666 less the umask)"
 
 
+# --- issue 25: per-user caches, archives, stores, SLURM and CUDA input ---------------------------------------------
+@contextmanager
+def _scratch_cache(tmp: Path) -> Iterator[Path]:
+    """The per-user cache in ``tmp/cache`` while the case runs (never the real one)."""
+    import os
+
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp / "cache")
+    try:
+        yield tmp / "cache" / "kdlib"
+    finally:
+        if old is None:
+            os.environ.pop("XDG_CACHE_HOME", None)
+        else:
+            os.environ["XDG_CACHE_HOME"] = old
+
+
+def _warned(fn: Callable[[], object]) -> tuple[object, list[str]]:
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = fn()
+    return value, [str(w.message) for w in caught]
+
+
+def _folder_spec(kind: str) -> Callable[[Path], None]:
+    def run(tmp: Path) -> None:
+        from kdlib.imagenet import folder_fingerprint
+        from kdlib.smoke import write_imagenet_layout
+        from kdlib.study import RunConfig
+
+        with _scratch_cache(tmp):
+            a = write_imagenet_layout(tmp / "a", seed=0)
+            b = write_imagenet_layout(tmp / "b", seed=1)
+            given = folder_fingerprint(a) if kind == "other" else "0123456789abcdef"
+            RunConfig.from_dict({"dataset": "image_folder", "data": {"root": str(b), "fingerprint": given}})
+
+    return run
+
+
+def _rewrite_in_place(path: Path) -> None:
+    import os
+
+    st = path.stat()
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0xFF
+    with open(path, "r+b") as fh:
+        fh.write(bytes(raw))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _folder_cache(kind: str) -> Callable[[Path], str]:
+    def run(tmp: Path) -> str:
+        import hashlib
+
+        from kdlib.imagenet import folder_fingerprint
+        from kdlib.smoke import write_imagenet_layout
+
+        with _scratch_cache(tmp) as cache:
+            root = write_imagenet_layout(tmp / "imagenet")
+            before = folder_fingerprint(root)
+            if kind == "rewritten":
+                _rewrite_in_place(next((root / "train").glob("*/*.JPEG")))
+                after = folder_fingerprint(root)
+                return f"no exception: {'a new fingerprint (the file is read again)' if after != before else 'the old fingerprint'}"
+            if kind == "copy":
+                import shutil
+
+                copy = shutil.copytree(root, tmp / "copy" / "imagenet")
+                _rewrite_in_place(next((copy / "train").glob("*/*.JPEG")))
+                same = folder_fingerprint(copy) == before
+                return f"no exception: {'the original' if same else 'its own'} fingerprint (the copy is read in full)"
+            (path,) = (cache / "folder_fingerprints").glob("*.json")
+            entry = json.loads(path.read_text())
+            for row in entry["files"]:
+                row[2] = "../../etc"
+            body = {k: v for k, v in entry.items() if k != "checksum"}
+            entry["checksum"] = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+            path.write_text(json.dumps(entry))
+            got, warned = _warned(lambda: folder_fingerprint(root))
+            text = re.sub(r"folder_fingerprints/[0-9a-f]+[.]json", "folder_fingerprints/<root hash>.json", warned[0])
+            return (f"no exception: {'the folder' if got == before else 'another'}'s own fingerprint, with a "
+                    f"UserWarning: {text}")
+
+    return run
+
+
+def _digits_cache(kind: str) -> Callable[[Path], str]:
+    def run(tmp: Path) -> str:
+        import numpy as np
+
+        from kdlib.data import _digits_split, _split_digest
+
+        with _scratch_cache(tmp) as cache:
+            _, _, train, test = _digits_split()
+            (path,) = cache.glob("digits-split-*.npz")
+            if kind == "overlap":
+                with np.load(path) as z:
+                    arrays = {k: z[k] for k in z.files}
+                arrays["train"] = np.union1d(arrays["train"], arrays["test"][:40])
+                arrays["digest"] = _split_digest(arrays["x"], arrays["y"], arrays["train"], arrays["test"],
+                                                 str(arrays["source"]))
+                np.savez(path, **arrays)
+            else:
+                path.write_bytes(b"")
+            (_, _, train2, test2), warned = _warned(_digits_split)
+            text = re.sub(r"sklearn-[0-9.]+[.]npz", "sklearn-<version>.npz", warned[0])
+            return (f"no exception: the split recomputed ({len(train2)} train / {len(test2)} test rows), with a "
+                    f"UserWarning: {text}")
+
+    return run
+
+
+def _archive_line(kind: str) -> Callable[[Path], str]:
+    """An archive of two run records, one of them altered the way ``kind`` says, imported into a new store."""
+
+    def run(tmp: Path) -> str:
+        import gzip
+
+        from kdlib.archive import export_records, import_records
+        from kdlib.store import Store, _record_checksum, config_key
+
+        src = Store(tmp / "src")
+        for seed in (0, 1):
+            cfg = {"run": seed}
+            src.put("runs", config_key(cfg), {"status": "done", "config": cfg})
+        path = tmp / "a.jsonl.gz"
+        export_records(src, path, ["runs"])
+        items = [json.loads(line) for line in gzip.decompress(path.read_bytes()).decode().splitlines()]
+        if kind == "dotdot":
+            items[0]["kind"] = ".."
+        else:
+            rec = {k: v for k, v in items[0]["record"].items() if k != "checksum"}
+            rec["key"] = "abc\x00def" if kind == "nul" else "a" * 300
+            rec["checksum"] = _record_checksum(rec)
+            items[0]["record"] = rec
+        path.write_bytes(gzip.compress(("\n".join(json.dumps(i) for i in items) + "\n").encode()))
+        counts, warned = _warned(lambda: import_records(path, tmp / "store"))
+        outside = sorted(p.name for p in tmp.iterdir() if p.suffix == ".json")
+        return (f"no exception: {counts}, with a UserWarning: {warned[0]}; "
+                f"{'nothing written outside the store' if not outside else 'written outside: ' + ', '.join(outside)}")
+
+    return run
+
+
+def _archive_file(kind: str) -> Callable[[Path], str | None]:
+    def run(tmp: Path) -> str | None:
+        import gzip
+
+        from kdlib.archive import export_records, import_records
+        from kdlib.store import Store, config_key
+
+        src = Store(tmp / "src")
+        cfg = {"run": 0}
+        src.put("runs", config_key(cfg), {"status": "done", "config": cfg})
+        path = tmp / "a.jsonl.gz"
+        export_records(src, path, ["runs"])
+        if kind == "truncated":
+            path.write_bytes(path.read_bytes()[:-12])
+            import_records(path, tmp / "store")
+        elif kind == "long line":
+            path.write_bytes(gzip.compress(b"x" * 10_000_000))  # 10 MB in one line, ~10 KB compressed
+            import_records(path, tmp / "store", max_line_bytes=2**20)
+        else:  # the store holds a failed run, the archive the finished one
+            dst = Store(tmp / "store")
+            dst.put("runs", config_key(cfg), {"status": "failed", "config": cfg, "error": "killed"})
+            counts = import_records(path, dst)
+            return f"no exception: {counts}; the record is now `{dst.get('runs', config_key(cfg))['status']}`"
+        return None
+
+    return run
+
+
+def _unloadable_teacher(tmp: Path) -> str:
+    """A tiny KD run; its teacher's weights replaced by a pickle that needs code, the record's SHA-256 updated."""
+    import argparse
+    import io
+
+    import torch
+
+    from kdlib.store import Store, config_key
+    from kdlib.study import Study, TeacherConfig
+
+    torch.set_num_threads(1)
+    store = Store(tmp / "store")
+    cfg = _tiny(fraction=0.1, alpha=0.5)
+    Study(store, progress=False).run(cfg)
+    tkey = config_key(TeacherConfig.of(cfg))
+    buf = io.BytesIO()
+    torch.save({"w": argparse.Namespace(x=1)}, buf)
+    rec = store.get("teachers", tkey)
+    fields = {k: v for k, v in rec.items() if k not in ("key", "format", "written", "ident")}
+    store.put("teachers", tkey, {**fields, "sha256": store.put_blob("teachers", tkey, buf.getvalue(), ".pt")},
+              ident=rec["ident"])
+    store.path("runs", cfg.key()).unlink()
+    done = Study(store, progress=False).run(cfg)
+    (bad,) = store.path("teachers", tkey, ".pt").parent.glob("*.corrupt")
+    why = bad.with_name(bad.name + ".why").read_text()
+    return (f"no exception: moved to `teachers/<key>.pt.<ms>.<pid>.corrupt` with `.why` = `{why[:80]}...`; teacher "
+            f"retrained, run recomputed (status {done['status']})")
+
+
+def _read_only_store(tmp: Path) -> str:
+    """A store on a read-only filesystem (simulated: every rename fails with EROFS) holding a damaged record."""
+    import errno
+    import pathlib
+
+    from kdlib.store import Store, config_key
+
+    store = Store(tmp / "store")
+    keys = []
+    for seed in (0, 1):
+        cfg = {"run": seed}
+        keys.append(config_key(cfg))
+        store.put("runs", keys[-1], {"status": "done", "config": cfg})
+    store.path("runs", keys[1]).write_text("{ half")
+    real = pathlib.Path.replace
+
+    def replace(self, target):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    pathlib.Path.replace = replace
+    try:
+        records, warned = _warned(lambda: store.records("runs"))
+    finally:
+        pathlib.Path.replace = real
+    text = warned[0].replace(keys[1], "<key>")
+    return f"no exception: {len(records)} of 2 records read, with a UserWarning: {text}"
+
+
+def _odd_file(kind: str) -> Callable[[Path], str]:
+    def run(tmp: Path) -> str:
+        import os
+
+        from kdlib.store import Store, config_key
+
+        store = Store(tmp / "store")
+        cfg = {"run": 0}
+        store.put("runs", config_key(cfg), {"status": "done", "config": cfg})
+        path = store.root / "runs" / "odd.json"
+        {"fifo": lambda: os.mkfifo(path), "dir": path.mkdir, "loop": lambda: path.symlink_to(path)}[kind]()
+        records, warned = _warned(lambda: store.records("runs"))
+        return f"no exception (no hang): {len(records)} good record read, with a UserWarning: {warned[0]}"
+
+    return run
+
+
+def _orphans(tmp: Path) -> str:
+    import os
+    import time
+
+    from kdlib.store import Store
+
+    (tmp / "store" / "runs").mkdir(parents=True)
+    old, fresh = tmp / "store" / "runs" / ".a.json.x1.tmp", tmp / "store" / "runs" / ".b.json.x2.tmp"
+    for p in (old, fresh):
+        p.write_text("partial")
+    os.utime(old, (time.time() - 2 * 86400,) * 2)
+    Store(tmp / "store")
+    return (f"no exception: opening the store removes the 2-day-old one ({'gone' if not old.exists() else 'kept'}) "
+            f"and keeps the fresh one ({'kept' if fresh.exists() else 'gone'})")
+
+
+def _slurm(**options) -> Callable[[Path], None]:
+    def run(tmp: Path) -> None:
+        from kdlib.slurm import SlurmOptions
+
+        SlurmOptions.from_dict(options)
+
+    return run
+
+
+def _slurm_array(tmp: Path) -> str:
+    from kdlib.slurm import SlurmOptions, sbatch_script
+
+    line = next(ln for ln in sbatch_script({}, array_size=2500).splitlines() if "--array" in ln)
+    return (f"no exception: `{line}`; the 2500 jobs go out as {len(SlurmOptions().array_chunks(2500))} arrays of at "
+            f"most slurm.max_array_size=1000")
+
+
+def _cuda_auto(capability: tuple[int, int]) -> Callable[[Path], str]:
+    """precision='auto' on a GPU of ``capability`` (forced: torch.cuda answers as on that GPU, bf16 emulated)."""
+
+    def run(tmp: Path) -> str:
+        import torch
+
+        from kdlib import precision as P
+
+        saved = torch.version.hip, torch.cuda.get_device_capability, torch.cuda.is_bf16_supported
+        torch.version.hip = None
+        torch.cuda.get_device_capability = lambda device=None: capability
+        torch.cuda.is_bf16_supported = lambda including_emulation=True: including_emulation or capability[0] >= 8
+        try:
+            chosen = P.resolve_precision("auto", "cuda")
+            scaler = P.needs_loss_scaler("auto", "cuda")
+        finally:
+            torch.version.hip, torch.cuda.get_device_capability, torch.cuda.is_bf16_supported = saved
+        return f"no exception: `{chosen}`{' with the loss scaler' if scaler else ''}"
+
+    return run
+
 CASES = [
     Case("unknown dataset", 'RunConfig(dataset="mnist")', _config(dataset="mnist"), r"unknown dataset 'mnist'; allowed values for 'dataset': .*digits"),
     Case("unknown model", 'RunConfig(model="vgg16")', _config(model="vgg16"), r"unknown model 'vgg16'; allowed values for 'model': .*resnet32"),
@@ -441,6 +744,37 @@ CASES = [
     Case("device the machine lacks", 'run_grid(configs, store, device="cuda:99")', _grid_preflight("device"), r"device='cuda:99' but this machine has (no CUDA device|\d+ CUDA device)"),
     Case("symlinked lock file", "runs/<key>.lock -> a file outside the store", _symlinked_lock, r"lock file .* is a symbolic link \(to <tmp>/outside\); a store's lock files must be plain files", "RuntimeError"),
     Case("store shared by a group", "umask 022", _file_modes, r"no exception: records and checkpoints are created with mode 0o644", "-"),
+    # issue 25: per-user caches, image folders, archives, stores, SLURM and CUDA
+    Case("image folder spec with another folder's fingerprint", 'RunConfig(dataset="image_folder", data={"root": B, "fingerprint": <A\'s>})', _folder_spec("other"), r"data: fingerprint '[0-9a-f]{16}' does not match the folder <tmp>/b, whose content fingerprint is '[0-9a-f]{16}'"),
+    Case("image folder spec with a made-up fingerprint", 'RunConfig(dataset="image_folder", data={"root": B, "fingerprint": "0123456789abcdef"})', _folder_spec("made up"), r"data: fingerprint '0123456789abcdef' does not match the folder <tmp>/b"),
+    Case("image rewritten, size and mtime kept", "one JPEG's last byte flipped in place, its mtime set back", _folder_cache("rewritten"), r"no exception: a new fingerprint \(the file is read again\)", "-"),
+    Case("edited copy of a fingerprinted folder", "shutil.copytree(A, C), one JPEG of C rewritten, size and mtime kept", _folder_cache("copy"), r"no exception: its own fingerprint", "-"),
+    Case("poisoned fingerprint cache", "~/.cache/kdlib/folder_fingerprints/<root>.json: digests '../../etc', checksum recomputed", _folder_cache("poisoned"), r"no exception: the folder's own fingerprint, with a UserWarning: ignoring the per-user cache file <tmp>/cache/kdlib/folder_fingerprints/<root hash>.json: its entry for .* is not \(path, stat, SHA-256\)", "-"),
+    Case("digits cache with test rows in train", "~/.cache/kdlib/digits-split-*.npz: 40 test rows added to train, digest recomputed", _digits_cache("overlap"), r"no exception: the split recomputed \(1437 train / 360 test rows\), with a UserWarning: ignoring the per-user cache file .*: its train and test rows are not a sorted partition", "-"),
+    Case("empty digits cache file", "~/.cache/kdlib/digits-split-*.npz: 0 bytes", _digits_cache("empty"), r"no exception: the split recomputed \(1437 train / 360 test rows\), with a UserWarning: ignoring the per-user cache file <tmp>/cache/kdlib/digits-split-sklearn-<version>.npz: unreadable \(EOFError", "-"),
+    Case("archive line with kind '..'", 'archive line {"kind": "..", "record": <a valid run record>}', _archive_line("dotdot"), r"no exception: \{'added': 1, 'present': 0, 'refused': 1\}, with a UserWarning: .*line 1 refused: kind '..' is not one of runs, alpha_rules, teachers, scores; nothing written outside the store", "-"),
+    Case("archive key with a NUL byte", 'archive line whose record key is "abc\\0def" (checksum recomputed)', _archive_line("nul"), r"no exception: \{'added': 1, 'present': 0, 'refused': 1\}, with a UserWarning: .*line 1 refused: key 'abc\\x00def' of a 'runs' record does not match \[0-9a-f\]\{16\}", "-"),
+    Case("archive key of 300 characters", "archive line whose record key is 300 'a's (checksum recomputed)", _archive_line("long"), r"no exception: \{'added': 1, 'present': 0, 'refused': 1\}, with a UserWarning: .*line 1 refused: key 'a{32}'... \(300 characters\) of a 'runs' record does not match \[0-9a-f\]\{16\}; nothing written outside the store", "-"),
+    Case("truncated archive", "python -m kdlib.archive import <archive less its last 12 bytes> STORE", _archive_file("truncated"), r"archive <tmp>/a.jsonl.gz is truncated or not a gzip file \(EOFError: .*\)"),
+    Case("archive with one huge line", "a 10 KB gzip holding one 10 MB line, max_line_bytes=1 MiB", _archive_file("long line"), r"archive <tmp>/a.jsonl.gz: line 1 is longer than max_line_bytes=1048576 \(--max-line-mb\); raise the limit if the archive is trusted"),
+    Case("archive with a finished run the store has failed", "import_records(<archive: run done>, <store: same run failed>)", _archive_file("replace"), r"no exception: \{'added': 1, 'present': 0, 'refused': 0\}; the record is now `done`", "-"),
+    Case("teacher weights that verify but need code", "teachers/<key>.pt: a pickle of argparse.Namespace, its SHA-256 in the record", _unloadable_teacher, r"moved to `teachers/<key>.pt.<ms>.<pid>.corrupt` with `.why` = `unloadable artefact: UnpicklingError: Weights only load failed.*; teacher retrained, run recomputed \(status done\)", "-"),
+    Case("damaged record in a read-only store", "store.records() on a read-only filesystem (EROFS simulated), runs/<key>.json cut", _read_only_store, r"no exception: 1 of 2 records read, with a UserWarning: <tmp>/store/runs/<key>.json: unreadable record: .*; skipped, left in place \(the store cannot be written: Read-only file system\)", "-"),
+    Case("FIFO in runs/", "os.mkfifo(runs/odd.json)", _odd_file("fifo"), r"no exception \(no hang\): 1 good record read, with a UserWarning: <tmp>/store/runs/odd.json is a FIFO, socket or device, not a regular file: skipped", "-"),
+    Case("directory in runs/", "runs/odd.json/ a directory", _odd_file("dir"), r"no exception \(no hang\): 1 good record read, with a UserWarning: <tmp>/store/runs/odd.json is a directory, not a regular file: skipped", "-"),
+    Case("symlink loop in runs/", "runs/odd.json -> runs/odd.json", _odd_file("loop"), r"no exception \(no hang\): 1 good record read, with a UserWarning: <tmp>/store/runs/odd.json is a symbolic link, not a regular file: skipped", "-"),
+    Case("orphaned temporary files", "runs/.a.json.x1.tmp two days old, runs/.b.json.x2.tmp fresh", _orphans, r"no exception: opening the store removes the 2-day-old one \(gone\) and keeps the fresh one \(kept\)", "-"),
+    Case("newline in a SLURM option", 'slurm={"name": "kd\\nsrun touch /tmp/owned"}', _slurm(name="kd\nsrun touch /tmp/owned"), r"slurm.name must not contain control characters \(a newline would end its #SBATCH line and run the rest as a shell command\)"),
+    Case("newline in a SLURM partition", 'slurm={"partition": "gpu\\nrm -rf ~"}', _slurm(partition="gpu\nrm -rf ~"), r"slurm.partition must not contain control characters"),
+    Case("additional overriding kdlib's --time", 'slurm={"additional": {"time": 9999}}', _slurm(additional={"time": 9999}), r"slurm.additional\['time'\]: --time is kdlib's own sbatch setting and cannot be overridden"),
+    Case("additional overriding kdlib's --array", 'slurm={"additional": {"array": "0-1"}}', _slurm(additional={"array": "0-1"}), r"slurm.additional\['array'\]: --array is kdlib's own sbatch setting"),
+    Case("additional value None", 'slurm={"additional": {"gres": None}}', _slurm(additional={"gres": None}), r"slurm.additional\['gres'\] must be a string, an integer, a number or true \(a flag without value\); leave the option out instead of None"),
+    Case("additional flag False", 'slurm={"additional": {"exclusive": False}}', _slurm(additional={"exclusive": False}), r"slurm.additional\['exclusive'\] must be a string, an integer, a number or true"),
+    Case("mem_gb below 1", 'slurm={"mem_gb": 0.0005}', _slurm(mem_gb=0.0005), r"slurm.mem_gb must be a number >= 1 \(GB; below 1 SLURM may read --mem=0 as the node's whole memory\), got 0.0005"),
+    Case("array over MaxArraySize", "sbatch_script({}, array_size=2500)", _slurm_array, r"no exception: `#SBATCH --array=0-999%256`; the 2500 jobs go out as 3 arrays of at most slurm.max_array_size=1000", "-"),
+    Case("precision auto on a V100", 'TrainConfig(precision="auto") on compute capability 7.0 (forced; bf16 only emulated)', _cuda_auto((7, 0)), r"no exception: `fp16` with the loss scaler", "-"),
+    Case("precision auto on a T4", 'TrainConfig(precision="auto") on compute capability 7.5 (forced; bf16 only emulated)', _cuda_auto((7, 5)), r"no exception: `fp16` with the loss scaler", "-"),
+    Case("precision auto on an A100", 'TrainConfig(precision="auto") on compute capability 8.0 (forced)', _cuda_auto((8, 0)), r"no exception: `bf16`$", "-"),
 ]
 
 
@@ -475,7 +809,8 @@ def main(argv=None) -> None:
         checks each message); {n} cases. Bad parameters fail at once, when the config is built, with a ValueError
         naming the parameter and its allowed values or range; values that mean the same experiment (`4` and `4.0`,
         numpy scalars) are normalised to one key. Damaged, edited or unverifiable store files are not errors: they
-        are moved aside (`*.corrupt`, with a `.why` file) and recomputed, never silently read. A run that fails
+        are moved aside (`*.corrupt`, with a `.why` file) and recomputed, never silently read (a per-user
+        cache file or an archive line that does not verify is ignored with a warning naming it). A run that fails
         (its loss becomes NaN or infinite, or any other error inside it) is recorded as failed with its message, and
         the grid goes on; what would fail every run (a missing dataset, a store that is a file or unwritable, a
         device the machine lacks) stops the grid before anything trains.
