@@ -254,24 +254,25 @@ def folder_fingerprint(root: str | os.PathLike) -> str:
     return _fingerprint_now(find_split_root(root).resolve())
 
 
-VERIFY_REUSE_S = 60.0  # a spec's fingerprint checked against its folder is not walked again for this long
-_verified: dict[tuple[str, str], float] = {}
+VERIFY_REUSE_S = 60.0  # a folder's fingerprint, once walked, is reused this long to check specs against it
+_walked: dict[str, tuple[str, float]] = {}  # resolved split root -> (fingerprint, when it was computed)
 
 
 def check_folder_fingerprint(root: str | os.PathLike, fingerprint: str, reuse_s: float = VERIFY_REUSE_S) -> None:
     """Raises a ValueError naming both fingerprints when the folder at ``root`` does not hold the content
-    ``fingerprint`` stands for. A match is remembered in this process for ``reuse_s`` seconds (reading back many
-    records of one folder walks it once), 0: always walk."""
+    ``fingerprint`` stands for. The folder's fingerprint is reused in this process for ``reuse_s`` seconds
+    (reading back many records of one folder walks it once), 0: always walk."""
     split_root = str(find_split_root(root).resolve())
-    checked = _verified.get((split_root, fingerprint))
-    if checked is not None and time.monotonic() - checked < reuse_s:
-        return
-    actual = folder_fingerprint(split_root)
+    known = _walked.get(split_root)
+    if known is not None and time.monotonic() - known[1] < reuse_s:
+        actual = known[0]
+    else:
+        actual = folder_fingerprint(split_root)
+        _walked[split_root] = (actual, time.monotonic())
     if actual != fingerprint:
         raise ValueError(f"fingerprint {fingerprint!r} does not match the folder {split_root}, whose content "
                          f"fingerprint is {actual!r}: the spec names another folder's content (leave fingerprint "
                          f"out to key runs by this folder)")
-    _verified[(split_root, fingerprint)] = time.monotonic()
 
 
 @dataclass(frozen=True)
@@ -304,7 +305,7 @@ class FolderSpec:
         })
         if self.fingerprint is None:
             object.__setattr__(self, "fingerprint", folder_fingerprint(self.root))
-            _verified[(str(find_split_root(self.root).resolve()), self.fingerprint)] = time.monotonic()
+            _walked[str(find_split_root(self.root).resolve())] = (self.fingerprint, time.monotonic())
         elif _has_split_root(self.root):  # a record read back where its folder is absent is checked when loaded
             check_folder_fingerprint(self.root, self.fingerprint)
 
@@ -431,8 +432,9 @@ def _has_split_root(root: str | os.PathLike) -> bool:
 
 def load_folder_spec(spec: FolderSpec) -> FolderData:
     """The folder a ``FolderSpec`` names, with its crop and loader settings; a ValueError naming both when the
-    folder's content does not match the spec's fingerprint."""
-    check_folder_fingerprint(spec.root, spec.fingerprint)
+    folder's content does not match the spec's fingerprint (walked again: nothing trains on content changed since
+    the spec was built)."""
+    check_folder_fingerprint(spec.root, spec.fingerprint, reuse_s=0)
     return load_folder_data(spec.root, spec.image_size, spec.crop_scale, spec.workers, spec.eval_batch_size)
 
 

@@ -275,3 +275,13 @@ def test_the_right_spec_fingerprint_is_accepted(fingerprinted):
 
     root, fp = fingerprinted
     assert FolderSpec(root=str(root), fingerprint=fp).fingerprint == fp
+
+
+def test_a_folder_changed_after_its_spec_was_built_is_an_error_when_loaded(fingerprinted):
+    from kdlib.imagenet import FolderSpec, load_folder_spec
+
+    root, fp = fingerprinted
+    spec = FolderSpec(root=str(root))
+    _rewrite_keeping_size_and_mtime(next((root / "train").glob("*/*.JPEG")))
+    with pytest.raises(ValueError, match=f"^fingerprint '{fp}' does not match the folder"):
+        load_folder_spec(spec)
