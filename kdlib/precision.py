@@ -25,7 +25,7 @@ from typing import Callable, Optional
 
 import torch
 
-from .usercache import read_map, remember
+from .usercache import ignored, read_map, remember
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})  # x86 AVX-512 BF16 / AMX; Arm's bf16 extension
@@ -104,16 +104,21 @@ def probe_bf16_faster() -> bool:
 
 
 PROBE_CACHE = "cpu_precision.json"  # in the per-user cache (kdlib.usercache)
+PROBE_VERSION = 2  # of the probe and its cache entries: {"version": 2, "bf16_faster": bool}
 
 
 def cached_probe() -> bool:
-    """``probe_bf16_faster()``, measured once per (CPU, torch version) and kept in the per-user cache file."""
+    """``probe_bf16_faster()``, measured once per (CPU, torch version) and kept in the per-user cache file; an
+    entry of another probe version or shape is ignored with a warning naming the file, and measured again."""
     ident = f"{cpu_name()}|{platform.machine()}|torch {torch.__version__}"
     known = read_map(PROBE_CACHE).get(ident)
-    if isinstance(known, bool):
-        return known
+    if isinstance(known, dict) and known.get("version") == PROBE_VERSION and isinstance(known.get("bf16_faster"),
+                                                                                        bool):
+        return known["bf16_faster"]
+    if known is not None:
+        ignored(PROBE_CACHE, f"its entry for {ident!r} is not a version-{PROBE_VERSION} probe answer: {known!r}")
     answer = probe_bf16_faster()
-    remember(PROBE_CACHE, ident, answer)
+    remember(PROBE_CACHE, ident, {"version": PROBE_VERSION, "bf16_faster": answer})
     return answer
 
 

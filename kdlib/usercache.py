@@ -29,12 +29,15 @@ def save(name: str, data: bytes) -> None:
 
 
 def read_map(name: str) -> dict[str, Any]:
-    """The JSON mapping in the cache file ``name``; empty when it is missing, unreadable or not a mapping."""
-    try:
-        data = json.loads(cache_path(name).read_text())
-    except (OSError, ValueError):
+    """The JSON mapping in the cache file ``name``; empty when it is missing, or, with a warning naming the file,
+    when it is unreadable or not a mapping."""
+    data = read_json(name)
+    if data is None:
         return {}
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        ignored(name, f"not a mapping (a {type(data).__name__})")
+        return {}
+    return data
 
 
 def remember(name: str, key: str, value: Any) -> None:

@@ -55,7 +55,29 @@ def test_probe_cache_file_holds_the_answer(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(P, "probe_bf16_faster", lambda: False)
     P.cached_probe()
-    assert list(json.loads((tmp_path / "kdlib" / "cpu_precision.json").read_text()).values()) == [False]
+    assert list(json.loads((tmp_path / "kdlib" / "cpu_precision.json").read_text()).values()) == [
+        {"version": P.PROBE_VERSION, "bf16_faster": False}]
+
+
+@pytest.mark.parametrize("entry", [True, "yes", {"version": 1, "bf16_faster": True}, {"version": 2}])
+def test_a_probe_cache_entry_of_another_version_is_measured_again(tmp_path, monkeypatch, entry):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    ident = f"{P.cpu_name()}|{P.platform.machine()}|torch {torch.__version__}"
+    (tmp_path / "kdlib").mkdir()
+    (tmp_path / "kdlib" / "cpu_precision.json").write_text(json.dumps({ident: entry}))
+    monkeypatch.setattr(P, "probe_bf16_faster", lambda: False)
+    with pytest.warns(UserWarning, match="cpu_precision.json: its entry for .* is not a version-2 probe answer"):
+        assert P.cached_probe() is False
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]"])
+def test_an_unreadable_probe_cache_file_is_ignored_with_a_warning(tmp_path, monkeypatch, text):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    (tmp_path / "kdlib").mkdir()
+    (tmp_path / "kdlib" / "cpu_precision.json").write_text(text)
+    monkeypatch.setattr(P, "probe_bf16_faster", lambda: True)
+    with pytest.warns(UserWarning, match=f"ignoring the per-user cache file {tmp_path}/kdlib/cpu_precision.json"):
+        assert P.cached_probe() is True
 
 
 @pytest.fixture
