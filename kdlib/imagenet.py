@@ -281,8 +281,9 @@ class FolderSpec:
 
     Keyed (``identity``): ``fingerprint`` (the folder's content, filled in from ``root`` when the spec is built;
     given only when a record is read back, and then checked against the folder where ``root`` exists, or when the
-    folder is loaded: a mismatch is a ValueError naming both), ``image_size`` (the training and validation crop, 224 for ImageNet)
-    and ``crop_scale`` (RandomResizedCrop's area range). Not keyed, they change where and how fast, not what:
+    folder is loaded: a mismatch is a ValueError naming both), ``image_size`` (the training and validation crop,
+    224 for ImageNet) and ``crop_scale`` (RandomResizedCrop's area range). Not keyed, they change where and how
+    fast, not what:
     ``root`` (the folder with ``train/`` and ``val/``, or its parent), ``workers`` (DataLoader processes per
     training process) and ``eval_batch_size``.
     """
