@@ -62,7 +62,8 @@ def test_tampered_record_is_refused(archive, tmp_path):
     item["record"]["result"] = {"final_acc": 99.9}  # changed after its checksum was taken
     lines[0] = json.dumps(item)
     archive.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
-    assert import_records(archive, tmp_path / "other")["refused"] == 1
+    with pytest.warns(UserWarning, match="line 1 refused: record checksum mismatch"):
+        assert import_records(archive, tmp_path / "other")["refused"] == 1
 
 
 @pytest.fixture
@@ -115,7 +116,8 @@ def test_teacher_with_altered_weights_is_refused(with_teacher, tmp_path):
     item = json.loads(gzip.decompress(path.read_bytes()))
     item["blob"] = "b3RoZXI="  # base64 of b"other"
     path.write_bytes(gzip.compress(json.dumps(item).encode()))
-    assert import_records(path, tmp_path / "other")["refused"] == 1
+    with pytest.warns(UserWarning, match="line 1 refused: artefact does not match its record's SHA-256"):
+        assert import_records(path, tmp_path / "other")["refused"] == 1
 
 
 def test_refused_teacher_leaves_no_record(with_teacher, tmp_path):
@@ -124,7 +126,8 @@ def test_refused_teacher_leaves_no_record(with_teacher, tmp_path):
     item = json.loads(gzip.decompress(path.read_bytes()))
     del item["blob"]
     path.write_bytes(gzip.compress(json.dumps(item).encode()))
-    import_records(path, tmp_path / "other")
+    with pytest.warns(UserWarning, match="line 1 refused: its artefact is missing"):
+        import_records(path, tmp_path / "other")
     assert Store(tmp_path / "other").get("teachers", key) is None
 
 
