@@ -58,7 +58,8 @@ def check_executor(executor: str) -> str:
 class WorkerSpec:
     """How a worker opens the study: the study class (``kdlib.study.Study``, passed in so that this module sits
     below it), the store folder, device (a pool worker's own GPU replaces it), data root, progress bars, torch
-    threads and the least seconds between in-run checkpoints (None: the study's default)."""
+    threads, the least seconds between in-run checkpoints (None: the study's default), and the group size and mode
+    of its chunks (``run_chunk``)."""
 
     store: str
     device: str = "auto"
@@ -67,21 +68,43 @@ class WorkerSpec:
     threads: Optional[int] = None
     study_class: Any = None
     checkpoint_every: Optional[float] = None
+    group_size: Any = "auto"
+    group_mode: str = "auto"
 
 
 # The device a ``processes`` pool worker was given by its initializer (``_init_process``); None elsewhere.
 _worker_device: Optional[str] = None
 
 
-def run_once(study: Any, cfg: Any) -> dict:
-    """``study.run(cfg)`` under the run's store lock: a finished record is read, never recomputed, even when
-    another process is computing the same run (this one waits for it and then reads its record)."""
-    key = cfg.key()
-    rec = study.store.done("runs", key)
-    if rec is not None:
-        return rec
-    with study.store.lock("runs", key):
-        return study.run(cfg)
+CHUNK_MAX = 64  # runs handed to one worker at a time when the group size is chosen there ('auto')
+
+
+def chunk_runs(configs: Sequence[Any], group_size: int | str = "auto", workers: int = 1) -> list[list[Any]]:
+    """The distinct runs of ``configs`` (by key) in chunks that a worker trains as groups: runs of one
+    ``group_key`` only, at most ``group_size`` of them (with 'auto': ``CHUNK_MAX``, fewer when that spreads a group
+    key over ``workers`` workers). A streamed-folder run is a chunk of its own. Chunks come ordered by dataset,
+    then group key, so the teachers and scores a chunk needs are usually made by the chunk before it."""
+    buckets: dict[str, list[Any]] = {}
+    seen = set()
+    for cfg in sorted(configs, key=lambda c: (c.dataset, c.model, c.fraction, c.seed, c.method)):
+        key = cfg.key()
+        if key in seen:
+            continue
+        seen.add(key)
+        bucket = key if cfg.data is not None else cfg.group_key()
+        buckets.setdefault(bucket, []).append(cfg)
+    chunks = []
+    for runs in buckets.values():
+        size = group_size if group_size != "auto" else max(1, min(CHUNK_MAX, -(-len(runs) // max(1, workers))))
+        chunks += [runs[i:i + size] for i in range(0, len(runs), size)]
+    return chunks
+
+
+def run_chunk(study: Any, configs: Sequence[Any], group_size: int | str = "auto", group_mode: str = "auto") -> list[dict]:
+    """``study.run_chunk``: the records of ``configs`` (one chunk), the pending ones trained in groups under
+    their store locks (a finished record is read, never recomputed, even when another process is computing the
+    same run: this one waits for it and then reads its record)."""
+    return study.run_chunk(list(configs), group_size, group_mode)
 
 
 def score_key(cfg: Any) -> Optional[str]:
@@ -97,9 +120,10 @@ def teacher_key(cfg: Any) -> Optional[str]:
 
 
 def work(task: str, cfg: Any, spec: WorkerSpec) -> dict:
-    """One unit of work in a worker: ``task`` is 'teacher', 'scores' or 'run'. Returns {'key', 'status', ...};
-    the record itself stays in the store. A teacher or score computation that fails (diverges, or any
-    other error) is not an error here: the runs that need it retry it and record the failure."""
+    """One unit of work in a worker: ``task`` is 'teacher' or 'scores' (of the run ``cfg``) or 'runs' (``cfg``: a
+    chunk of runs, trained in groups). Returns {'keys', 'status', ...}; the records themselves stay in the store.
+    A teacher or score computation that fails (diverges, or any other error) is not an error here: the runs that
+    need it retry it and record the failure."""
     import torch  # here, not at module level: a driver that only schedules never loads torch
 
     from .train import TrainingDiverged
@@ -108,9 +132,9 @@ def work(task: str, cfg: Any, spec: WorkerSpec) -> dict:
         torch.set_num_threads(spec.threads)
     extra = {} if spec.checkpoint_every is None else {"checkpoint_every": spec.checkpoint_every}
     study = spec.study_class(spec.store, _worker_device or spec.device, spec.data_root, spec.progress, **extra)
-    if task == "run":
-        rec = run_once(study, cfg)
-        return {"key": rec["key"], "status": rec["status"], "pid": os.getpid()}
+    if task == "runs":
+        recs = run_chunk(study, cfg, spec.group_size, spec.group_mode)
+        return {"keys": [r["key"] for r in recs], "status": [r["status"] for r in recs], "pid": os.getpid()}
     try:
         if task == "teacher":
             study.teacher(cfg.teacher_config())
@@ -251,7 +275,7 @@ def run_parallel(configs: Sequence[Any], store: Store | str, device: str = "auto
                  progress: bool = True, executor: str = "processes", workers: Optional[int] = None,
                  address: Optional[str] = None, num_cpus: float = 1, num_gpus: float = 0,
                  study_class: Any = None, runs_per_gpu: int = 1, devices: Optional[Sequence[str]] = None,
-                 slurm: Optional[Any] = None) -> list[dict]:
+                 slurm: Optional[Any] = None, group_size: int | str = "auto", group_mode: str = "auto") -> list[dict]:
     """Every config's record (in the order of ``configs``), computed on ``executor`` ('processes', 'ray' or
     'slurm') by workers that each open a ``study_class`` (``kdlib.study.Study``; ``run_grid`` passes it).
 
@@ -263,7 +287,9 @@ def run_parallel(configs: Sequence[Any], store: Store | str, device: str = "auto
     ``device='auto'`` picks the GPU Ray assigns; with ``num_gpus=0`` it means the CPU, so that a task never uses
     a GPU it did not ask for. ``slurm`` is the SLURM jobs' mapping (``kdlib.slurm.SlurmOptions``; ``gpus`` plays
     the part of ``num_gpus``). A pool worker uses cores // workers torch threads, a Ray task ``num_cpus``, a
-    SLURM job ``slurm.cpus``. A run that fails is a failed record, not an error; an error outside a run (a worker
+    SLURM job ``slurm.cpus``. The runs go to the workers in chunks (``chunk_runs``) that each trains as groups of
+    ``group_size`` runs in ``group_mode`` ('auto': chosen on the worker's device). A run that fails is a failed
+    record, not an error; an error outside a run (a worker
     that dies) cancels the work not yet started and is raised here (finished records are kept: run the grid
     again to resume).
     """
@@ -309,6 +335,7 @@ def run_parallel(configs: Sequence[Any], store: Store | str, device: str = "auto
     if todo:
         cores = os.cpu_count() or 1
         checkpoint_every = None
+        n_units = wanted
         if executor == "processes":
             n = max(1, min(wanted, len(todo)))
             threads = max(1, cores // n)
@@ -326,39 +353,42 @@ def run_parallel(configs: Sequence[Any], store: Store | str, device: str = "auto
                 device = "cpu"
         if study_class is None:
             raise ValueError("run_parallel needs study_class (kdlib.study.Study); run_grid passes it")
-        spec = WorkerSpec(root, str(device), data_root, False, threads, study_class, checkpoint_every)
+        spec = WorkerSpec(root, str(device), data_root, False, threads, study_class, checkpoint_every, group_size,
+                          group_mode)
         cancel = True
         try:
-            _drive(pool, todo, store, spec, records, progress)
+            _drive(pool, chunk_runs(list(todo.values()), group_size, n_units), store, spec, records, progress)
             cancel = False
         finally:
             pool.close(cancel)
     return [records[k] for k in keys]
 
 
-def _drive(pool: Any, todo: dict[str, Any], store: Store, spec: WorkerSpec, records: dict[str, dict],
+def _drive(pool: Any, chunks: list[list[Any]], store: Store, spec: WorkerSpec, records: dict[str, dict],
            progress: bool) -> None:
-    """Submits the missing teachers and score caches first and each run once its prerequisites exist; collects
-    the runs' records from the store as they finish. On any error the tasks not yet finished are cancelled."""
+    """Submits the missing teachers and score caches first and each chunk of runs once its prerequisites exist;
+    collects the runs' records from the store as chunks finish. On any error the tasks not yet finished are
+    cancelled."""
     from tqdm.auto import tqdm
 
-    needs: dict[str, set] = {}
+    needs: dict[int, set] = {}
     prereqs: dict[tuple, Any] = {}
-    for key, cfg in todo.items():
-        needs[key] = set()
-        for kind, pkey in (("teachers", teacher_key(cfg)), ("scores", score_key(cfg))):
-            if pkey is not None and store.done(kind, pkey) is None:
-                needs[key].add((kind, pkey))
-                prereqs.setdefault((kind, pkey), cfg)
+    for c, chunk in enumerate(chunks):
+        needs[c] = set()
+        for cfg in chunk:
+            for kind, pkey in (("teachers", teacher_key(cfg)), ("scores", score_key(cfg))):
+                if pkey is not None and store.done(kind, pkey) is None:
+                    needs[c].add((kind, pkey))
+                    prereqs.setdefault((kind, pkey), cfg)
     handles: dict[Any, tuple] = {}
     try:
         for (kind, pkey), cfg in prereqs.items():
             handles[pool.submit("teacher" if kind == "teachers" else "scores", cfg, spec)] = ("prereq", (kind, pkey))
-        with tqdm(total=len(todo), desc="grid", disable=not progress) as bar:
+        with tqdm(total=sum(map(len, chunks)), desc="grid", disable=not progress) as bar:
             while needs or handles:
-                for key in [k for k, n in needs.items() if not n]:
-                    del needs[key]
-                    handles[pool.submit("run", todo[key], spec)] = ("run", key)
+                for c in [c for c, n in needs.items() if not n]:
+                    del needs[c]
+                    handles[pool.submit("runs", chunks[c], spec)] = ("runs", c)
                 for handle in pool.wait(list(handles)):
                     what, ident = handles.pop(handle)
                     out = pool.result(handle)  # raises the worker's error
@@ -366,12 +396,15 @@ def _drive(pool: Any, todo: dict[str, Any], store: Store, spec: WorkerSpec, reco
                         for n in needs.values():
                             n.discard(ident)
                         continue
-                    rec = store.get("runs", ident)
-                    if rec is None:
-                        raise RuntimeError(f"run {ident} finished on worker pid {out.get('pid')} but its record is "
-                                           f"not in {store.root}; is the store on a filesystem every worker shares?")
-                    records[ident] = rec
-                    bar.update(1)
+                    for cfg in chunks[ident]:
+                        key = cfg.key()
+                        rec = store.get("runs", key)
+                        if rec is None:
+                            raise RuntimeError(f"run {key} finished on worker pid {out.get('pid')} but its record is "
+                                               f"not in {store.root}; is the store on a filesystem every worker "
+                                               f"shares?")
+                        records[key] = rec
+                        bar.update(1)
     except BaseException:
         pool.cancel(list(handles))
         raise

@@ -6,7 +6,7 @@ import itertools
 import time
 import traceback
 import warnings
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -28,12 +28,13 @@ from .precision import runtime_info
 from .processes import ProcessGroup
 from .seeds import subset_rng, teacher_subset_rng
 from .train import TrainConfig, TrainingDiverged, held_out_accuracy, resolve_device, train
-from .validate import (check_bool, check_config, check_fraction, check_name, check_number, check_positive, check_seed,
+from .validate import (check_bool, check_choice, check_config, check_fraction, check_name, check_number, check_positive, check_seed,
                        check_unit_interval, from_plain, normalise, optional)
 from .weights import WeightsFile
 from .alpha_rule import check_alpha, resolve_alpha
-from .executors import check_executor, run_once, run_parallel, run_torchrun
-from .lockstep import group_key, run_group
+from .executors import check_executor, chunk_runs, run_chunk, run_parallel, run_torchrun
+from .grouped import Member, train_group
+from .group_size import PLAN_MODES, choose_group
 
 if TYPE_CHECKING:  # pandas is imported where tables are built, so a grid worker never loads it
     import pandas as pd
@@ -217,15 +218,19 @@ class RunConfig:
         return ScoreSpec.of(self)
 
     def group_key(self) -> str:
-        """What runs must share to train in lockstep (same batches): the identity without the loss and the
-        teacher (``LOSS_FIELDS``), which each student of a group has on its own."""
+        """What runs must share to train as one group (``kdlib.grouped``): the identity without what each member
+        has on its own (``MEMBER_FIELDS``: seed, selection, labels, loss, teacher), so the data, the student, the
+        recipe and the kept fraction (hence equal batches and steps). Not part of any key: a run's record is the
+        same whichever group trained it."""
         d = self.identity()
-        for name in LOSS_FIELDS:
+        for name in MEMBER_FIELDS:
             d.pop(name, None)
         return config_key(d)
 
 
-LOSS_FIELDS = ("alpha", "tau", "kd_loss", "kd_params", "teacher", "teacher_fraction", "teacher_train")
+MEMBER_FIELDS = ("seed", "method", "method_params", "score_seed", "class_balanced", "proxy", "label_noise",
+                 "noise_seed", "alpha", "tau", "kd_loss", "kd_params", "teacher", "teacher_fraction", "teacher_train",
+                 "teacher_checkpoint")
 
 
 @dataclass(frozen=True)
@@ -379,6 +384,33 @@ def select_subset(method: str, scores: Mapping[str, np.ndarray], labels: np.ndar
     return np.sort(np.asarray(idx, dtype=np.int64))
 
 
+@dataclass
+class Prepared:
+    """What a run trains with (``Study._prepare``)."""
+
+    data: Any
+    indices: np.ndarray
+    labels: torch.Tensor
+    noisy: np.ndarray
+    teacher: Optional[torch.nn.Module]
+    teacher_rec: Optional[dict]
+    model: torch.nn.Module
+
+
+def _split_groups(keys: Sequence[str], size: int, mode: str, store: Store) -> list[list[str]]:
+    """``keys`` (pending runs of one group key) in groups of at most ``size``; a group the store holds a checkpoint
+    of (same members, same mode) is kept whole and comes first, so a killed group resumes instead of restarting."""
+    left = list(keys)
+    groups = []
+    for rec in store.records("checkpoints/groups"):
+        ident = rec.get("config") or {}
+        members = ident.get("runs") if isinstance(ident, dict) else None
+        if ident.get("mode") == mode and isinstance(members, list) and len(members) > 1 and set(members) <= set(left):
+            groups.append(list(members))
+            left = [k for k in left if k not in members]
+    return groups + [left[i:i + size] for i in range(0, len(left), size)]
+
+
 # Seconds between in-run checkpoints: a checkpoint is an fsync'd write of the model and optimiser, which costs more
 # than a whole epoch of the quick profile's tiny runs (75 two-step epochs at f=0.05: measured 0.5 s of a 1.6 s run
 # when saved every epoch), while a 240-epoch CIFAR run saves about once a minute.
@@ -524,42 +556,158 @@ class Study:
 
     # --- runs ---------------------------------------------------------------------------------------------
     def run(self, cfg: RunConfig) -> dict:
-        """The run's record: read from the store when finished, else computed and written. Any error inside the
-        run (a diverging loss, a fraction too small for the dataset, a failing scorer...) becomes a ``failed``
-        record with the error and a short traceback summary, so a grid goes on; a Ctrl-C is not caught."""
-        r = cfg.resolved()
+        """The run's record: read from the store when finished, else computed and written (a group of one,
+        ``run_group``). Any error inside the run (a diverging loss, a fraction too small for the dataset, a failing
+        scorer...) becomes a ``failed`` record with the error and a short traceback summary, so a grid goes on; a
+        Ctrl-C is not caught."""
+        return self.run_group([cfg])[0]
+
+    def run_group(self, configs: Sequence[RunConfig], mode: str = "stacked", threads: Optional[int] = None) -> list[dict]:
+        """The records of ``configs``: finished ones read, the others trained together as one group
+        (``kdlib.grouped``, ``mode`` 'stacked' or 'loop') under their store locks, so two grids never train the
+        same run twice. Every member is prepared as a single run is (subset, labels, teacher, initial weights from
+        its seed) and recorded as one; a member that fails or diverges gets a failed record and the others go on.
+        Runs that cannot share batches (another group key, a streamed folder, a DDP group) train one by one."""
+        resolved = [c.resolved() for c in configs]
+        keys = [r.key() for r in resolved]
+        records: dict[str, dict] = {}
+        for k in dict.fromkeys(keys):
+            rec = self._done("runs", k)
+            if rec is not None:
+                records[k] = rec
+        pending = sorted({k for k in keys if k not in records})
+        if pending:
+            with ExitStack() as locks:
+                for k in pending:  # sorted order: two grids taking overlapping groups cannot deadlock
+                    locks.enter_context(self._lock("runs", k))
+                todo = []
+                for k in pending:
+                    rec = self._done("runs", k)
+                    if rec is not None:
+                        records[k] = rec
+                    else:
+                        todo.append(resolved[keys.index(k)])
+                if todo:
+                    records.update(self._train(todo, mode, threads))
+        return [records[k] for k in keys]
+
+    def _train(self, runs: list[RunConfig], mode: str, threads: Optional[int]) -> dict[str, dict]:
+        """Trains the pending resolved ``runs`` and writes their records; key -> record."""
+        out: dict[str, dict] = {}
+        ready: list[tuple[RunConfig, Prepared]] = []
+        teachers: dict[str, tuple] = {}  # one model per teacher key: one forward per batch and stream
+        for r in runs:
+            try:
+                ready.append((r, self._prepare(r, teachers)))
+            except Exception as err:  # noqa: BLE001 - one bad member must not stop the others
+                out[r.key()] = self._failed(r, err)
+        together = len(ready) > 1 and self.group.world == 1 and all(isinstance(p.data, ImageData) for _, p in ready) \
+            and len({r.group_key() for r, _ in ready}) == 1
+        if together:
+            try:
+                out.update(self._train_together(ready, mode, threads))
+                return out
+            except Exception as err:  # noqa: BLE001 - the group's own failure: each member alone finds its cause
+                warnings.warn(f"a group of {len(ready)} runs failed ({type(err).__name__}: {err}); its members "
+                              f"train one by one", stacklevel=2)
+                for r, p in ready:  # their initial weights again: the group trained them in place
+                    torch.manual_seed(r.seed)
+                    p.model = build_model(r.model, p.data.num_classes, p.data.in_channels)
+        for r, p in ready:
+            out[r.key()] = self._train_alone(r, p)
+        return out
+
+    def _prepare(self, r: RunConfig, teachers: dict[str, tuple]) -> "Prepared":
+        """What a run trains with: data, kept rows, labels, teacher, and the student initialised from its seed."""
+        data = self.data(r)
+        indices = self.subset(r)
+        labels, noisy = self.labels(r)
+        teacher, teacher_rec = (None, None)
+        if r.uses_teacher:
+            tcfg = TeacherConfig.of(r)
+            tkey = tcfg.key()
+            if tkey not in teachers:
+                teachers[tkey] = self.teacher(tcfg)
+            teacher, teacher_rec = teachers[tkey]
+        torch.manual_seed(r.seed)  # the initial weights must not depend on what ran before in this process
+        model = build_model(r.model, data.num_classes, data.in_channels)
+        return Prepared(data, indices, labels, noisy, teacher, teacher_rec, model)
+
+    def _failed(self, r: RunConfig, err: BaseException) -> dict:
+        """Writes and returns the failed record of ``r`` for ``err``."""
+        if isinstance(err, TrainingDiverged):
+            return self._put("runs", r.key(), {"status": "failed", "config": r, "error": str(err)})
+        return self._put("runs", r.key(), {"status": "failed", "config": r, "error": f"{type(err).__name__}: {err}",
+                                          "traceback": error_summary(err)})
+
+    def _train_alone(self, r: RunConfig, p: "Prepared") -> dict:
         key = r.key()
-        rec = self._done("runs", key)
-        if rec is not None:
-            return rec
         slot = self.store.checkpoint("runs", key, r, self.checkpoint_every)  # an interrupted run resumes from its last epoch
         try:
-            data = self.data(r)
-            indices = self.subset(r)
-            labels, noisy = self.labels(r)
-            teacher, teacher_rec = (None, None)
-            if r.uses_teacher:
-                teacher, teacher_rec = self.teacher(TeacherConfig.of(r))
-            torch.manual_seed(r.seed)
-            model = build_model(r.model, data.num_classes, data.in_channels)
-            result = train(model, data, r.train, indices=indices, labels=labels,
-                           loss_fn=make_kd_loss(r.kd_loss, r.alpha, r.tau, r.kd_params), teacher=teacher, seed=r.seed,
+            result = train(p.model, p.data, r.train, indices=p.indices, labels=p.labels,
+                           loss_fn=make_kd_loss(r.kd_loss, r.alpha, r.tau, r.kd_params), teacher=p.teacher, seed=r.seed,
                            progress=self.progress, desc=f"{r.method} f={r.fraction:g} a={r.alpha:g} s={r.seed}",
                            checkpoint=slot, group=self.group)
-        except TrainingDiverged as err:
-            rec = self._put("runs", key, {"status": "failed", "config": r, "error": str(err)})
         except Exception as err:  # noqa: BLE001 - one bad run must not stop the grid; the record says what failed
-            rec = self._put("runs", key, {"status": "failed", "config": r, "error": f"{type(err).__name__}: {err}",
-                                          "traceback": error_summary(err)})
+            rec = self._failed(r, err)
         else:
-            rec = self._put("runs", key, self.run_record(r, result, data, indices, noisy, teacher_rec))
+            rec = self._put("runs", key, self.run_record(r, result, p.data, p.indices, p.noisy, p.teacher_rec))
         if self.group.main:
             slot.clear()  # only once the record is written
         return rec
 
+    def _train_together(self, ready: list[tuple[RunConfig, "Prepared"]], mode: str,
+                        threads: Optional[int]) -> dict[str, dict]:
+        """Trains the prepared runs as one group (``kdlib.grouped.train_group``), checkpointed under
+        ``checkpoints/groups`` by its members' keys and mode, and writes each member's record."""
+        runs = [r for r, _ in ready]
+        ident = {"runs": [r.key() for r in runs], "mode": mode}
+        slot = self.store.checkpoint("groups", config_key(ident), ident, self.checkpoint_every)
+        members = [Member(p.model, r.seed, p.indices, p.labels, make_kd_loss(r.kd_loss, r.alpha, r.tau, r.kd_params),
+                          p.teacher) for r, p in ready]
+        r0 = runs[0]
+        desc = f"group of {len(runs)}: {r0.model} f={r0.fraction:g} ({', '.join(sorted({r.method for r in runs}))})"
+        results = train_group(members, ready[0][1].data, r0.train, device=self.device, mode=mode, threads=threads,
+                              progress=self.progress, desc=desc, on_diverge="keep", checkpoint=slot)
+        out = {}
+        for (r, p), res in zip(ready, results):
+            if "diverged" in res.extra:
+                out[r.key()] = self._failed(r, TrainingDiverged(res.extra["diverged"]))
+            else:
+                out[r.key()] = self._put("runs", r.key(), self.run_record(r, res, p.data, p.indices, p.noisy,
+                                                                          p.teacher_rec))
+        slot.clear()  # only once every record is written
+        return out
+
+    def run_chunk(self, configs: Sequence[RunConfig], size: int | str = "auto", mode: str = "auto") -> list[dict]:
+        """The records of ``configs`` (runs that may share a group: one ``group_key``), the pending ones trained
+        in groups of ``size`` runs in ``mode`` (each 'auto': chosen for this device by
+        ``kdlib.group_size.choose_group``). A group whose checkpoint the store holds is formed again first, so a
+        killed chunk resumes where it stopped."""
+        resolved = [c.resolved() for c in configs]
+        pending = list(dict.fromkeys(r.key() for r in resolved if self.store.done("runs", r.key()) is None))
+        by_key = {r.key(): r for r in resolved}
+        if len(pending) > 1 and self.group.world == 1 and configs[0].data is None:
+            plan = self.group_plan(by_key[pending[0]], size, mode, len(pending))
+            for group in _split_groups(pending, plan.size, plan.mode, self.store):
+                self.run_group([by_key[k] for k in group], plan.mode,
+                               threads=min(len(group), torch.get_num_threads()) if plan.mode == "loop" else None)
+        return [self.run(c) for c in configs]  # every record, read (a run that failed to group trains alone here)
+
+    def group_plan(self, cfg: RunConfig, size: int | str = "auto", mode: str = "auto", n: Optional[int] = None):
+        """The group size and mode for runs like ``cfg`` on this study's device (``choose_group``), at most ``n``."""
+        data = self.data(cfg)
+        shape = tuple(data.x_test.shape[1:])
+        teacher = cfg.teacher if cfg.resolved().uses_teacher else None
+        plan = choose_group(cfg.model, teacher, data.num_classes, shape, cfg.train, self.device, size, mode)
+        if n is not None and plan.size > n:
+            plan = dataclasses.replace(plan, size=n)
+        return plan
+
     def run_record(self, r: RunConfig, result: Any, data: ImageData, indices: np.ndarray, noisy: np.ndarray,
                    teacher_rec: Optional[dict]) -> dict:
-        """The record of a finished run (also written by ``kdlib.lockstep.run_group``)."""
+        """The record of a finished run, trained alone or in a group (the record does not say which but in
+        ``result.extra``)."""
         return {
             "status": "done", "config": r, "result": result.to_dict(), "n_train": int(len(indices)),
             "n_full": int(data.n_train), "noisy_kept": int(noisy[indices].sum()),
@@ -685,51 +833,63 @@ def preflight(configs: Sequence[RunConfig], store: Store | str, device: str = "a
 def run_grid(configs: Sequence[RunConfig], store: Store | str, device: str = "auto",
              data_root: Optional[str] = None, progress: bool = True, executor: str = "local",
              workers: Optional[int] = None, address: Optional[str] = None, num_cpus: float = 1,
-             num_gpus: float = 0, lockstep: bool | int = False, nproc: int = 1, runs_per_gpu: int = 1,
-             devices: Optional[Sequence[str]] = None, slurm: Optional[Mapping[str, Any]] = None) -> pd.DataFrame:
+             num_gpus: float = 0, group_size: int | str = "auto", group_mode: str = "auto", nproc: int = 1,
+             runs_per_gpu: int = 1, devices: Optional[Sequence[str]] = None,
+             slurm: Optional[Mapping[str, Any]] = None) -> pd.DataFrame:
     """Runs every config (finished ones are read, not recomputed) and returns one row per requested config.
 
-    Configs run in an order that trains each teacher and scores each method once. A run that fails (its loss
-    diverges, or any other error inside it) is recorded as failed, with its error, and the grid goes on; errors
-    that would fail every run (a store that is a file or not writable, a missing dataset, a device this machine
-    lacks) are raised before anything trains (``preflight``). A Ctrl-C stops the grid with every finished record
-    kept.
+    Runs that share data, student, recipe and kept fraction (``RunConfig.group_key``) train as *groups*
+    (``kdlib.grouped``): each member on its own subset, batches, augmentation, labels, loss and teacher, the
+    students stacked into one network. ``group_size`` (runs per group) and ``group_mode`` ('stacked' or 'loop')
+    are chosen for the device from a measured throughput curve when 'auto' (``kdlib.group_size``); 1 trains one
+    run at a time. Grouping is not keyed: a record is the same (up to float rounding) whichever group trained it.
+    A run that fails (its loss diverges, or any other error inside it) is recorded as failed, with its error, and
+    the grid goes on; errors that would fail every run (a store that is a file or not writable, a missing dataset,
+    a device this machine lacks) are raised before anything trains (``preflight``). A Ctrl-C stops the grid with
+    every finished record kept.
     ``executor`` is 'local' (this process), 'processes' (a pool of ``workers`` processes, spread over the visible
-    GPUs or ``devices`` with at most ``runs_per_gpu`` per GPU), 'ray' (one Ray task per run asking
-    ``num_cpus``/``num_gpus``, on the cluster at ``address`` or a local instance), 'slurm' (one SLURM job per
-    run, in job arrays, asking what the ``slurm`` mapping says: ``kdlib.slurm``) or 'torchrun' (every run
-    trained with DDP over ``nproc`` processes, ``kdlib.distributed``): see ``kdlib.executors``. Every executor
-    writes the same records to the same store; ``workers``, ``nproc`` and the rest are not part of any key.
-    ``lockstep`` (local executor only): pending runs that differ only in alpha (tau, KD loss, teacher) train
-    together, up to 8 per group (or ``lockstep`` when an int), sharing batches and teacher forwards
-    (``kdlib.lockstep``); same records, equal up to float rounding.
+    GPUs or ``devices`` with at most ``runs_per_gpu`` workers per GPU), 'ray' (one Ray task per chunk of groups
+    asking ``num_cpus``/``num_gpus``, on the cluster at ``address`` or a local instance), 'slurm' (one SLURM job
+    per chunk of groups, in job arrays, asking what the ``slurm`` mapping says: ``kdlib.slurm``) or 'torchrun'
+    (every run trained alone with DDP over ``nproc`` processes, ``kdlib.distributed``): see ``kdlib.executors``.
+    Every executor writes the same records to the same store; ``workers``, ``nproc``, the group size and the rest
+    are not part of any key.
     """
     import pandas as pd
 
     check_executor(executor)
+    check_group_options(group_size, group_mode)
     store = preflight(configs, store, device if executor not in ("ray", "slurm") else "cpu", data_root,
                       check_data=executor != "ray" or address is None)
     if not configs:
         return pd.DataFrame(columns=list(EMPTY_COLUMNS))
     if executor != "local":
-        if lockstep:
-            raise ValueError(f"lockstep=True runs in the local executor, not executor={executor!r}")
         if executor == "torchrun":  # one DDP job of nproc processes over the runs, in order
             recs = run_torchrun(configs, store, nproc, progress, device)
             return pd.DataFrame([flatten(rec, cfg) for rec, cfg in zip(recs, configs)])
         recs = run_parallel(configs, store, device, data_root, progress, executor, workers, address, num_cpus,
-                            num_gpus, study_class=Study, runs_per_gpu=runs_per_gpu, devices=devices, slurm=slurm)
+                            num_gpus, study_class=Study, runs_per_gpu=runs_per_gpu, devices=devices, slurm=slurm,
+                            group_size=group_size, group_mode=group_mode)
         return pd.DataFrame([flatten(rec, cfg) for rec, cfg in zip(recs, configs)])
     study = Study(store, device, data_root, progress)
-    todo = sorted(range(len(configs)), key=lambda i: (configs[i].dataset, configs[i].seed, configs[i].method))
-    records: dict[int, dict] = {}
-    if lockstep:
-        return _run_grid_lockstep(study, configs, todo, 8 if lockstep is True else int(lockstep))
+    records: dict[str, dict] = {}
     with tqdm(total=len(configs), desc="grid", disable=not progress) as bar:
-        for i in todo:
-            records[i] = run_once(study, configs[i])  # under the run's lock: two grids never run it twice
-            bar.update(1)
-    return pd.DataFrame([flatten(records[i], configs[i]) for i in range(len(configs))])
+        for chunk in chunk_runs(configs, group_size):
+            for cfg, rec in zip(chunk, run_chunk(study, chunk, group_size, group_mode)):
+                records[cfg.key()] = rec
+            bar.update(len(chunk))
+    return pd.DataFrame([flatten(records[c.key()], c) for c in configs])
+
+
+def check_group_options(group_size: Any, group_mode: Any) -> None:
+    """``group_size`` is a positive integer or 'auto'; ``group_mode`` one of 'auto', 'stacked', 'loop'."""
+    if group_size != "auto":
+        try:
+            check_positive(group_size, "group_size", integer=True)
+        except ValueError:
+            raise ValueError(f"group_size must be a positive integer (runs trained as one group; 1: one at a time) "
+                             f"or 'auto' (chosen for the device), got {group_size!r}") from None
+    check_choice(group_mode, "group_mode", PLAN_MODES)
 
 
 GRID_OWN_ARGUMENTS = ("configs", "store", "device", "data_root", "progress", "executor")
@@ -747,33 +907,6 @@ def check_executor_options(options: Any, parameter: str = "executor_options") ->
     if unknown:
         raise ValueError(f"unknown {parameter} {unknown}; allowed: {', '.join(allowed)}")
     return dict(options)
-
-
-def _run_grid_lockstep(study: Study, configs: Sequence[RunConfig], todo: list[int], max_group: int) -> pd.DataFrame:
-    """``run_grid(lockstep=...)``: pending runs grouped by ``kdlib.lockstep.group_key`` (in ``todo`` order, at
-    most ``max_group`` distinct runs per group), each group trained by ``kdlib.lockstep.run_group``."""
-    import pandas as pd
-
-    check_positive(max_group, "lockstep", integer=True)
-    if any(c.data is not None for c in configs):
-        raise ValueError(f"lockstep trains in-memory datasets; dataset={FOLDER!r} runs take lockstep=False")
-    groups: dict[str, list[int]] = {}
-    for i in todo:
-        groups.setdefault(group_key(configs[i]), []).append(i)
-    records: dict[int, dict] = {}
-    with tqdm(total=len(configs), desc="grid (lockstep)", disable=not study.progress) as bar:
-        for members in groups.values():
-            by_key: dict[str, list[int]] = {}
-            for i in members:
-                by_key.setdefault(configs[i].key(), []).append(i)
-            runs = list(by_key.values())
-            for s in range(0, len(runs), max_group):
-                chunk = runs[s:s + max_group]
-                for rec, same in zip(run_group(study, [configs[c[0]] for c in chunk]), chunk):
-                    for i in same:
-                        records[i] = rec
-                bar.update(sum(len(c) for c in chunk))
-    return pd.DataFrame([flatten(records[i], configs[i]) for i in range(len(configs))])
 
 
 def current(record: dict) -> bool:

@@ -1,11 +1,12 @@
-"""The one training loop of kdlib and its parts, for teachers, students, pruning proxies, lockstep and DDP runs.
+"""The one training loop of kdlib and its parts, for teachers, students, pruning proxies, groups and DDP runs.
 
 ``run_loop`` owns the schedule, the epoch's losses, divergence detection, evaluation, ``epoch_hook`` and
 checkpoint/resume; what varies is plugged in: a *batch source* (``MemoryBatches``: in-memory uint8 tensors
 gathered, augmented and normalised as whole batches on the device, optionally sharded over DDP processes;
-``kdlib.imagenet.FolderSource``: a DataLoader over an image folder) and a *step* (``ModelSteps``: one model, or K models
-in lockstep, each with its optimiser and loss scaler, teachers as BatchNorm-folded inference copies;
-``kdlib.lockstep.StackedSteps``: K models as one wide network). ``train`` is the single-model case.
+``kdlib.imagenet.FolderSource``: a DataLoader over an image folder; ``kdlib.grouped.GroupBatches``: each member of a
+group on its own stream) and a *step* (``ModelSteps``: one model, or K models each with its optimiser and loss
+scaler, teachers as BatchNorm-folded inference copies; ``kdlib.grouped.StackedSteps``: K models as one wide
+network). ``train`` is the single-model case.
 """
 from __future__ import annotations
 
@@ -420,14 +421,15 @@ def mean_losses(loss_sum: torch.Tensor, n_batches: int, world: int = 1) -> list[
 
 # ----------------------------------------------------------------------------------------------- steps
 class Step(Protocol):
-    """How one optimiser step is taken on a batch for K students (K = 1 for a single run)."""
+    """How one optimiser step is taken on a batch for K students (K = 1 for a single run); ``step`` returns the
+    losses of the ``active`` students, in that order."""
 
     k: int
     models: list[nn.Module]
 
     def set_lr(self, lr: float) -> None: ...
 
-    def step(self, xb: torch.Tensor, yb: torch.Tensor, active: list[int]) -> Iterable[tuple[int, torch.Tensor]]: ...
+    def step(self, xb: Any, yb: Any, active: list[int]) -> torch.Tensor: ...
 
     def evaluate(self, source: BatchSource, active: list[int]) -> list[float]: ...
 
@@ -489,7 +491,7 @@ class ModelSteps:
             from concurrent.futures import ThreadPoolExecutor
 
             self.outer_threads = torch.get_num_threads()
-            self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="lockstep",
+            self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="kdlib-step",
                                            initializer=torch.set_num_threads, initargs=(1,))
 
     def set_lr(self, lr: float) -> None:
@@ -497,21 +499,25 @@ class ModelSteps:
             for group in opt.param_groups:
                 group["lr"] = lr
 
-    def step(self, xb: torch.Tensor, yb: torch.Tensor, active: list[int]) -> Iterable[tuple[int, torch.Tensor]]:
+    def step_one(self, i: int, xb: torch.Tensor, t_logits: Optional[torch.Tensor], yb: torch.Tensor) -> torch.Tensor:
+        """Model i's optimiser step on its batch (and its teacher's logits); its loss, detached."""
+        with autocast_context(self.device, self.cfg.precision):  # autocast state is per thread
+            s_logits = self.nets[i](xb)
+        loss = self.loss_fns[i](s_logits, t_logits, yb)
+        self.optimizers[i].zero_grad(set_to_none=True)
+        scaler = self.scalers[i]
+        scaler.scale(loss).backward()
+        scaler.step(self.optimizers[i])
+        scaler.update()
+        return loss.detach()
+
+    def map(self, one: Callable[[int], torch.Tensor], active: list[int]) -> torch.Tensor:
+        """``one(i)`` for each active model (on the worker threads when there are some), as one tensor."""
+        return torch.stack(list(self.pool.map(one, active) if self.pool else map(one, active)))
+
+    def step(self, xb: torch.Tensor, yb: torch.Tensor, active: list[int]) -> torch.Tensor:
         t_logits = self.teachers.logits(xb, self.device, self.cfg.precision)
-
-        def one(i: int) -> torch.Tensor:
-            with autocast_context(self.device, self.cfg.precision):  # autocast state is per thread
-                s_logits = self.nets[i](xb)
-            loss = self.loss_fns[i](s_logits, self.teachers.of(i, t_logits), yb)
-            self.optimizers[i].zero_grad(set_to_none=True)
-            scaler = self.scalers[i]
-            scaler.scale(loss).backward()
-            scaler.step(self.optimizers[i])
-            scaler.update()
-            return loss.detach()
-
-        return zip(active, self.pool.map(one, active) if self.pool else map(one, active))
+        return self.map(lambda i: self.step_one(i, xb, self.teachers.of(i, t_logits), yb), active)
 
     def evaluate(self, source: BatchSource, active: list[int]) -> list[float]:
         return [source.evaluate(m, self.cfg.precision) if i in active else float("nan")
@@ -569,12 +575,12 @@ def run_loop(step: Step, source: BatchSource, cfg: TrainConfig, *, evaluate_test
             loss_sum = torch.zeros(k, device=device)
             n_batches = 0
             active = [i for i in range(k) if state["diverged"][i] is None]
+            active_idx = torch.tensor(active, dtype=torch.long, device=device)
             for xb, yb, n_images in source.epoch(epoch):
                 if state["step"] >= n_steps:
                     break
                 step.set_lr(cfg.lr * lr_factor(cfg, state["step"], n_steps))
-                for i, loss in step.step(xb, yb, active):
-                    loss_sum[i] += loss
+                loss_sum[active_idx] += step.step(xb, yb, active)
                 n_batches += 1
                 state["step"] += 1
                 state["images"] += n_images

@@ -16,7 +16,7 @@ import time
 MODULES = ("torch", "torchvision", "numpy", "scipy.stats", "pandas", "matplotlib.pyplot", "seaborn", "tqdm.auto",
            "yaml", "sklearn.datasets", "sklearn.model_selection", "PIL.Image", "ipykernel.kernelapp", "ipywidgets",
            "papermill", "nbformat", "kdlib.study", "kdlib.executors", "kdlib.plots", "kdlib.report", "kdlib.browse",
-           "kdlib.notebooks", "kdlib.theory", "kdlib.lockstep", "kdlib.imagenet", "kdlib.claims", "kdlib.stats",
+           "kdlib.notebooks", "kdlib.theory", "kdlib.grouped", "kdlib.stack", "kdlib.group_size", "kdlib.imagenet", "kdlib.claims", "kdlib.stats",
            "kdlib.records")
 
 

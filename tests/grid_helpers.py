@@ -31,6 +31,9 @@ def one_thread():
 # A KD run of 4 epochs in fp32 (tests/test_resume.py kills it in its third epoch and resumes it).
 RESUME_CONFIG = tiny_config(fraction=0.5, alpha=0.5, train=TrainConfig(epochs=4, batch_size=64, lr=0.05,
                                                                        schedule="cosine", precision="fp32"))
+# Two runs of one group key on their own streams (seeds 0 and 1, random and EL2N subsets, KD and not).
+GROUP_RESUME_CONFIGS = [RESUME_CONFIG, tiny_config(fraction=0.5, alpha=0.0, method="el2n", seed=1,
+                                                   train=RESUME_CONFIG.train)]
 
 
 class RecordingStudy:

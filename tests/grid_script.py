@@ -47,7 +47,8 @@ def main() -> None:
 
     study.train = counting_train
     print("ready", flush=True)  # imports done (they take seconds on busy cores): the grid starts now
-    df = run_grid(configs(args.grid), args.store, progress=False, executor=args.executor, workers=2)
+    df = run_grid(configs(args.grid), args.store, progress=False, executor=args.executor, workers=2,
+                  group_size=1)
     print(json.dumps({"trained": trained, "status": df.status.tolist(), "keys": df.key.tolist()}), flush=True)
 
 

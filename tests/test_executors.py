@@ -32,7 +32,7 @@ def baseline(tmp_path_factory):
             torch.set_num_threads(threads)
             try:
                 store = tmp_path_factory.mktemp(f"local{threads}")
-                cache[threads] = (run_grid(grid_configs(), store, progress=False), Store(store))
+                cache[threads] = (run_grid(grid_configs(), store, progress=False, group_size=1), Store(store))
             finally:
                 torch.set_num_threads(before)
         return cache[threads]
@@ -62,7 +62,7 @@ def test_unknown_executor_is_named(tmp_path):
 def test_processes_executor_matches_local(baseline, tmp_path, monkeypatch):
     workers = 2
     threads = max(1, (os.cpu_count() or 1) // workers)  # the rule kdlib.executors uses
-    df = run_grid(grid_configs(), tmp_path, progress=False, executor="processes", workers=workers)
+    df = run_grid(grid_configs(), tmp_path, progress=False, executor="processes", workers=workers, group_size=1)
     assert_same_records(df, Store(tmp_path), *baseline(threads))
     # a finished grid starts no pool: every record is read back from the store (failed runs are retried)
     monkeypatch.setattr(executors, "_ProcessPool", None)
@@ -72,12 +72,21 @@ def test_processes_executor_matches_local(baseline, tmp_path, monkeypatch):
     assert again.key.tolist() == df.key.tolist()[:-1] and (again.status == "done").all()
 
 
+def test_processes_executor_trains_groups_with_the_records_of_single_runs(baseline, tmp_path):
+    """Chunks of two runs per worker, trained as loop groups on one thread: bit for bit the runs alone."""
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    df = run_grid(grid_configs(), tmp_path, progress=False, executor="processes", workers=2, group_size=2,
+                  group_mode="loop")
+    assert_same_records(df, Store(tmp_path), *baseline(threads))
+    assert {r["result"]["extra"].get("group") for r in Store(tmp_path).records() if r["status"] == "done"} == {2}
+
+
 # in the default suite (CI installs ray through the test extra): starting Ray takes 30-45 s on 2 busy cores
 def test_ray_executor_matches_local(baseline, tmp_path):
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        df = run_grid(grid_configs(), tmp_path, progress=False, executor="ray", num_cpus=1)
+        df = run_grid(grid_configs(), tmp_path, progress=False, executor="ray", num_cpus=1, group_size=1)
         assert ray.is_initialized()  # an instance the caller started is left running
     finally:
         ray.shutdown()

@@ -91,7 +91,7 @@ def test_grid_killed_with_sigkill_resumes_without_loss(tmp_path, monkeypatch, gr
     assert 2 <= len(before) < 8, "the grid finished before it was killed"
 
     calls = counting(monkeypatch)  # started again (here, to save a second start-up of torch)
-    df = run_grid(grid_script.configs("kill"), store, progress=False)
+    df = run_grid(grid_script.configs("kill"), store, progress=False, group_size=1)
     assert df.status.tolist() == ["done"] * 8
     assert calls == {"teacher": 0, "student": 8 - len(before)}  # finished work is not recomputed
     assert_store_clean(store, df.key)
@@ -105,7 +105,7 @@ def test_overlapping_grids_on_one_store_lose_nothing(tmp_path, monkeypatch, grid
     other = grid_process(store, "overlap_a")
     assert other.stdout.readline().strip() == "ready", other.communicate()[1][-3000:]
     calls = counting(monkeypatch)
-    mine = run_grid(grid_script.configs("overlap_b"), store, progress=False)  # at the same time as the other process
+    mine = run_grid(grid_script.configs("overlap_b"), store, progress=False, group_size=1)  # at the same time as the other process
     theirs = finish(other)
     keys = set(theirs["keys"]) | set(mine.key)
     assert len(keys) == 6 and theirs["status"] + mine.status.tolist() == ["done"] * 8

@@ -30,9 +30,5 @@ def test_score_keys_on_in_memory_data_are_unchanged(cfg, key):
     assert ScoreSpec.of(cfg).key() == key
 
 
-def test_lockstep_group_key_is_unchanged():
-    assert FMNIST_EL2N_KD.group_key() == "fd407082b9f6d07f"
-
-
 def test_new_fields_stay_out_of_in_memory_identities():
     assert not {"data", "teacher_checkpoint"} & set(FMNIST_EL2N_KD.identity())

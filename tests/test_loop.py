@@ -1,16 +1,16 @@
-"""The one loop (kdlib.train.run_loop): every path (single, lockstep loop/threads/stacked, DDP) steps through the
-loss scaler, a K=1 lockstep run is train() bit for bit, and lockstep runs resume from their checkpoint."""
+"""The one loop (kdlib.train.run_loop): every path (single, group loop/threads/stacked, DDP) steps through the
+loss scaler, a group of one is train() bit for bit, and groups resume from their checkpoint."""
 import pytest
 import torch
 import torch.distributed as dist
 
-import kdlib.lockstep as lockstep_module
+import kdlib.grouped as grouped_module
 import kdlib.train as train_module
 from grid_helpers import one_thread  # noqa: F401  (one_thread: the fixture used below)
 from kdlib.data import load_dataset
 from kdlib.distill import make_kd_loss
 from kdlib.distributed import free_port
-from kdlib.lockstep import train_lockstep
+from kdlib.grouped import Member, train_group
 from kdlib.models import build_model
 from kdlib.processes import ProcessGroup
 from kdlib.train import FileCheckpoint, TrainConfig, train
@@ -35,12 +35,18 @@ def models(k, seed=0):
     return out
 
 
-def test_lockstep_of_one_student_is_train_bit_for_bit(digits):
+def group(ms, seed=0, indices=None, loss_fns=None):
+    """Members for ``ms``, all on one stream (seed, rows) unless the caller varies them."""
+    loss_fns = loss_fns or [None] * len(ms)
+    return [Member(m, seed, indices, None, fn) for m, fn in zip(ms, loss_fns)]
+
+
+def test_a_group_of_one_student_is_train_bit_for_bit(digits):
     (m_alone,) = models(1)
     alone = train(m_alone, digits, FP32, indices=range(0, digits.n_train, 2), seed=4, progress=False)
     (m_lock,) = models(1)
-    (lock,) = train_lockstep([m_lock], digits, FP32, indices=range(0, digits.n_train, 2), loss_fns=[None], seed=4,
-                             mode="loop", threads=1, progress=False)
+    (lock,) = train_group(group([m_lock], 4, range(0, digits.n_train, 2)), digits, FP32, mode="loop", threads=1,
+                          progress=False)
     assert (lock.losses, lock.curve, lock.steps) == (alone.losses, alone.curve, alone.steps)
     assert all(torch.equal(a, b) for a, b in zip(m_alone.state_dict().values(), m_lock.state_dict().values()))
 
@@ -76,7 +82,7 @@ def scalers(monkeypatch):
         return made[-1]
 
     monkeypatch.setattr(train_module, "make_scaler", make)
-    monkeypatch.setattr(lockstep_module, "make_scaler", make)
+    monkeypatch.setattr(grouped_module, "make_scaler", make)
     return made
 
 
@@ -93,19 +99,19 @@ def _single(digits, group=None):
     return [train(m, digits, SCALED, indices=range(256), seed=0, progress=False, evaluate_test=False, group=group)]
 
 
-def _lockstep(digits, mode, threads=None):
-    return train_lockstep(models(2), digits, SCALED, indices=range(256), loss_fns=[None, make_kd_loss("kd", 0, 4.0)],
-                          seed=0, mode=mode, threads=threads, progress=False, evaluate_test=False)
+def _group(digits, mode, threads=None):
+    return train_group(group(models(2), 0, range(256), [None, make_kd_loss("kd", 0, 4.0)]), digits, SCALED,
+                       mode=mode, threads=threads, progress=False, evaluate_test=False)
 
 
-@pytest.mark.parametrize("path", ["single", "lockstep loop", "lockstep threads", "lockstep stacked"])
+@pytest.mark.parametrize("path", ["single", "group loop", "group threads", "group stacked"])
 def test_every_path_steps_through_a_loss_scaler_made_for_its_precision(digits, scalers, path):
-    results = {"single": lambda: _single(digits), "lockstep loop": lambda: _lockstep(digits, "loop", 1),
-               "lockstep threads": lambda: _lockstep(digits, "loop", 2),
-               "lockstep stacked": lambda: _lockstep(digits, "stacked")}[path]()
+    results = {"single": lambda: _single(digits), "group loop": lambda: _group(digits, "loop", 1),
+               "group threads": lambda: _group(digits, "loop", 2),
+               "group stacked": lambda: _group(digits, "stacked")}[path]()
     steps = results[0].steps
     assert steps == 2 and scalers and all(s.precision == SCALED.precision for s in scalers)
-    assert sum(s.calls["scale"] for s in scalers) == steps * (1 if path in ("single", "lockstep stacked") else 2)
+    assert sum(s.calls["scale"] for s in scalers) == steps * (1 if path in ("single", "group stacked") else 2)
     assert all(s.calls["scale"] == s.calls["step"] == s.calls["update"] for s in scalers)
 
 
@@ -130,13 +136,13 @@ def test_ddp_path_of_one_process_is_train_bit_for_bit(digits, gloo_group):
 
 
 @pytest.mark.parametrize("mode", ["loop", "stacked"])
-def test_lockstep_resumes_from_its_checkpoint_exactly(digits, tmp_path, mode):
+def test_a_group_resumes_from_its_checkpoint_exactly(digits, tmp_path, mode):
     cfg = TrainConfig(epochs=3, batch_size=64, lr=0.05, precision="fp32")
-    fns = [make_kd_loss("kd", 0, 4.0)] * 2
 
-    def run(**kw):
-        return train_lockstep(models(2), digits, cfg, indices=range(600), loss_fns=fns, seed=1, mode=mode,
-                              threads=1, progress=False, **kw)
+    def run(**kw):  # two members on two streams (seeds 1 and 2, other rows)
+        ms = models(2)
+        members = [Member(ms[0], 1, range(600)), Member(ms[1], 2, range(100, 700), None, make_kd_loss("kd", 0, 4.0))]
+        return train_group(members, digits, cfg, mode=mode, threads=1, progress=False, **kw)
 
     whole = run()
     slot = FileCheckpoint(tmp_path / "group.pt")

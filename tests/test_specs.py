@@ -61,11 +61,20 @@ def test_bad_method_params_are_named(params, match):
         RunConfig(method="ccs", fraction=0.5, method_params=params)
 
 
-def test_the_lockstep_group_ignores_the_loss_and_its_params():
+def test_a_group_spans_losses_seeds_methods_noise_and_teachers():
     a = RunConfig(model="convnet_small", teacher="convnet", fraction=0.5, alpha=0.5, kd_loss="dkd")
-    b = RunConfig(model="convnet_small", teacher="convnet", fraction=0.5, alpha=0.9, kd_loss="dkd",
-                  kd_params={"beta": 2.0})
-    assert a.group_key() == b.group_key() and a.key() != b.key()
+    others = [dict(alpha=0.9, kd_params={"beta": 2.0}), dict(seed=3), dict(method="el2n"), dict(label_noise=0.2),
+              dict(teacher="resnet8", teacher_fraction=0.5), dict(alpha=0.0, teacher=None)]
+    keys = {RunConfig(**{**dict(model="convnet_small", teacher="convnet", fraction=0.5, alpha=0.5, kd_loss="dkd"),
+                         **o}).group_key() for o in others}
+    assert keys == {a.group_key()}
+
+
+@pytest.mark.parametrize("change", [dict(fraction=0.3), dict(model="convnet"), dict(dataset="fashion_mnist"),
+                                    dict(train={"epochs": 3})], ids=["fraction", "model", "dataset", "recipe"])
+def test_a_group_shares_data_student_recipe_and_fraction(change):
+    base = dict(model="convnet_small", teacher="convnet", fraction=0.5, alpha=0.5)
+    assert RunConfig(**base).group_key() != RunConfig(**{**base, **change}).group_key()
 
 
 def test_teacher_and_score_specs_own_their_keys():

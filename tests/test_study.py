@@ -100,11 +100,11 @@ def test_interrupted_grid_resumes_where_it_stopped(tmp_path, monkeypatch):
 
     monkeypatch.setattr(study, "train", flaky)
     with pytest.raises(KeyboardInterrupt):
-        run_grid(configs, tmp_path, progress=False)
+        run_grid(configs, tmp_path, progress=False, group_size=1)
     assert len(list((tmp_path / "runs").glob("*.json"))) == 2
     count.clear()
     monkeypatch.setattr(study, "train", lambda *a, **k: (count.append(1), real_train(*a, **k))[1])
-    df = run_grid(configs, tmp_path, progress=False)
+    df = run_grid(configs, tmp_path, progress=False, group_size=1)
     assert len(count) == 2 and (df.status == "done").all()
 
 
