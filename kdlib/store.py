@@ -36,6 +36,7 @@ KEY_PATTERN = re.compile(r"[0-9a-f]{16}")  # a key: the first 16 hex digits of a
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # a key of a NAMED_KINDS record (a dataset name)
 CHECKPOINT_GENERATIONS = 2  # a damaged newest checkpoint falls back to the one before
 ORPHAN_TMP_AGE_S = 86400.0  # a writer's temporary file (``.*.tmp``) this old is an orphan, removed on open
+_CLEANED: set[str] = set()  # stores whose orphans this process has removed (once per process)
 
 
 OMIT_IF_NONE = "omit_if_none"  # dataclass field metadata: left out of the canonical form while None
@@ -175,7 +176,9 @@ class Store:
         except (FileExistsError, NotADirectoryError) as err:
             raise ValueError(f"store {str(self.root)!r} cannot be a folder: {err.strerror} ({err.filename}); give "
                              f"the path of a folder (created when missing)") from None
-        self.clean_orphans()
+        if str(self.root.resolve()) not in _CLEANED:  # once per process and store: opening a store stays cheap
+            _CLEANED.add(str(self.root.resolve()))
+            self.clean_orphans()
 
     def clean_orphans(self, max_age_s: float = ORPHAN_TMP_AGE_S) -> int:
         """Removes the temporary files (``.*.tmp``) and import staging folders (``.import.*.tmp``) older than
@@ -186,7 +189,9 @@ class Store:
         cutoff, removed = time.time() - max_age_s, 0
         for folder, dirs, files in os.walk(self.root):
             orphans = [d for d in dirs if d.startswith(".import.") and d.endswith(".tmp")]
-            dirs[:] = [d for d in dirs if not d.startswith(".")]  # never into hidden folders (or links)
+            # where writers write: the store, its kinds and checkpoints/<kind>; never hidden folders or slurm logs
+            deep = Path(folder) not in (self.root, self.root / "checkpoints")
+            dirs[:] = [] if deep else [d for d in dirs if not d.startswith(".") and d != "slurm"]
             for name in orphans + [f for f in files if f.startswith(".") and f.endswith(".tmp")]:
                 path = os.path.join(folder, name)
                 try:

@@ -286,30 +286,31 @@ def test_get_of_what_is_not_a_regular_file_is_none(store, odd):
         assert _within(10, lambda: store.get("runs", key)) is None
 
 
-def _orphans(store):
-    """Two temporary files a killed writer left in runs/, one two days old and one fresh, and an old staging folder."""
+def _orphans(root):
+    """Two temporary files a killed writer left in ``root/runs`` (one two days old, one fresh), an old one in
+    ``root/checkpoints/teachers`` and an old staging folder; no store has been opened on ``root`` yet."""
     import time
 
-    (store.root / "runs").mkdir(exist_ok=True)
-    old, fresh = store.root / "runs" / ".a.json.x1.tmp", store.root / "runs" / ".b.json.x2.tmp"
-    stage = store.root / ".import.x3.tmp"
-    for p in (old, fresh):
+    two_days_ago = time.time() - 2 * 86400
+    old, fresh = root / "runs" / ".a.json.x1.tmp", root / "runs" / ".b.json.x2.tmp"
+    deep, stage = root / "checkpoints" / "teachers" / ".c.e1.pt.x3.tmp", root / ".import.x4.tmp"
+    for p in (old, fresh, deep):
+        p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text("partial")
     (stage / "runs").mkdir(parents=True)
-    two_days_ago = time.time() - 2 * 86400
-    os.utime(old, (two_days_ago, two_days_ago))
-    os.utime(stage, (two_days_ago, two_days_ago))
-    return old, fresh, stage
+    for p in (old, deep, stage):
+        os.utime(p, (two_days_ago, two_days_ago))
+    return old, fresh, deep, stage
 
 
-def test_orphaned_temporary_files_older_than_a_day_are_removed_on_open(store):
-    old, fresh, stage = _orphans(store)
-    Store(store.root)
-    assert (old.exists(), fresh.exists(), stage.exists()) == (False, True, False)
+def test_orphaned_temporary_files_older_than_a_day_are_removed_on_open(tmp_path):
+    files = _orphans(tmp_path / "store")
+    Store(tmp_path / "store")
+    assert [p.exists() for p in files] == [False, True, False, False]
 
 
-def test_orphans_are_left_in_a_store_that_cannot_be_written(store, monkeypatch):
-    old, _, _ = _orphans(store)
+def test_orphans_are_left_in_a_store_that_cannot_be_written(tmp_path, monkeypatch):
+    old, _, _, _ = _orphans(tmp_path / "store")
     monkeypatch.setattr(os, "access", lambda path, mode, **kw: mode != os.W_OK)
-    Store(store.root)
+    Store(tmp_path / "store")
     assert old.exists()
