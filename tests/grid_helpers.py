@@ -54,6 +54,9 @@ class RecordingStudy:
     def scores(self, cfg):
         return {}
 
+    def run_chunk(self, configs, size="auto", mode="auto"):
+        return [self.run(c) for c in configs]
+
     def run(self, cfg):
         import os
         import time
