@@ -94,16 +94,8 @@ def test_teachers_and_scores_go_out_before_the_runs_that_need_them_one_array_per
                tiny_config(seed=1, fraction=0.5, method="forgetting", alpha=0.5),  # both
                tiny_config(seed=2)]                                            # neither
     run_parallel(configs, tmp_path, progress=False, executor="slurm", slurm={"cluster": "local"},
-                 study_class=RecordingStudy, group_size=1)
-    assert [sorted(a) for a in arrays] == [[("runs", True), ("scores", True), ("teacher", True)], [("runs", True)] * 3]
-
-
-def test_a_slurm_job_runs_a_chunk_of_groups_once_its_teachers_and_scores_exist(tmp_path, arrays):
-    configs = [tiny_config(seed=1, fraction=0.5, method="forgetting"), tiny_config(seed=2, fraction=0.5),
-               tiny_config(seed=3, fraction=0.5, alpha=0.5)]  # one group key: one job for the three
-    run_parallel(configs, tmp_path, progress=False, executor="slurm", slurm={"cluster": "local"},
-                 study_class=RecordingStudy, group_size=4)
-    assert [sorted(a) for a in arrays] == [[("scores", True), ("teacher", True)], [("runs", True)]]
+                 study_class=RecordingStudy)
+    assert arrays == [[("teacher", True), ("scores", True), ("run", True)], [("run", True)] * 3]
 
 
 # --- on submitit's local backend ---------------------------------------------------------------------------------
@@ -212,7 +204,9 @@ def test_array_chunks_cover_every_job_once():
 
 
 def test_a_wave_over_the_array_maximum_goes_out_as_several_arrays(tmp_path, arrays):
-    configs = [tiny_config(seed=s) for s in range(5)]
-    run_parallel(configs, tmp_path, progress=False, executor="slurm",
-                 slurm={"cluster": "local", "max_array_size": 2}, study_class=RecordingStudy, group_size=1)
+    from kdlib.slurm import SlurmPool
+
+    pool = SlurmPool(SlurmOptions(cluster="local", max_array_size=2), tmp_path, lambda task, cfg, spec: {})
+    handles = [pool.submit("run", seed, None) for seed in range(5)]
+    pool.wait(handles)
     assert [len(a) for a in arrays] == [2, 2, 1]
