@@ -94,8 +94,16 @@ def test_teachers_and_scores_go_out_before_the_runs_that_need_them_one_array_per
                tiny_config(seed=1, fraction=0.5, method="forgetting", alpha=0.5),  # both
                tiny_config(seed=2)]                                            # neither
     run_parallel(configs, tmp_path, progress=False, executor="slurm", slurm={"cluster": "local"},
-                 study_class=RecordingStudy)
-    assert arrays == [[("teacher", True), ("scores", True), ("run", True)], [("run", True)] * 3]
+                 study_class=RecordingStudy, group_size=1)
+    assert [sorted(a) for a in arrays] == [[("runs", True), ("scores", True), ("teacher", True)], [("runs", True)] * 3]
+
+
+def test_a_slurm_job_runs_a_chunk_of_groups_once_its_teachers_and_scores_exist(tmp_path, arrays):
+    configs = [tiny_config(seed=1, fraction=0.5, method="forgetting"), tiny_config(seed=2, fraction=0.5),
+               tiny_config(seed=3, fraction=0.5, alpha=0.5)]  # one group key: one job for the three
+    run_parallel(configs, tmp_path, progress=False, executor="slurm", slurm={"cluster": "local"},
+                 study_class=RecordingStudy, group_size=4)
+    assert [sorted(a) for a in arrays] == [[("scores", True), ("teacher", True)], [("runs", True)]]
 
 
 # --- on submitit's local backend ---------------------------------------------------------------------------------
