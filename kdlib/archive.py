@@ -209,7 +209,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         except ValueError as err:
             parser.exit(1, f"{parser.prog}: error: {err}; nothing was imported\n")
         print(f"{args.store}: {c['added']} record(s) added, {c['present']} already there, {c['refused']} refused "
-              f"(checksum or identity did not verify)")
+              f"(each warned above with its line and why)")
 
 
 if __name__ == "__main__":
