@@ -440,7 +440,10 @@ def _cells_kd_improves(d: pd.DataFrame, cfg: ClaimConfig):
             ref = b[(b["method"] == method) & (b["fraction"] == f)]
             if len(ref):
                 cells.append(_pair(f"{method} f={_label(f)}", "greater", g, ref, cfg.value,
-                                   {"method": method, "fraction": f}))
+                                   {"method": method, "fraction": f, "kd_weight": weight,
+                                    "alpha": float(g["alpha"].iloc[0]) if weight != "alpha: auto" else math.nan,
+                                    "teacher": ", ".join(sorted(g["teacher"].dropna().astype(str).unique()))
+                                    if "teacher" in g else ""}))
         if cells:
             others = int(sharing.get(setting, 1)) - 1
             shared = [f"no-KD baseline shared with {others} other KD context(s)"] if others > 0 else []
@@ -615,10 +618,33 @@ def verdicts(df: pd.DataFrame, cfg: Optional[ClaimConfig] = None, claims: Option
             decided = family[family["_part"] == i].drop(columns="_part").reset_index(drop=True)
             rows.append(_summarise(name, decided, ctx, ccfg, claim.unit))
             context = f"[{ctx['setting_id']}] {ctx['dataset']}, {ctx['model']}, T={ctx['teacher']}, {ctx['notes']}"
-            all_cells.append(decided.assign(claim=name, context=context[:70],
+            all_cells.append(decided.assign(claim=name, context=context[:70], context_notes=ctx["notes"],
                                             **{k: ctx[k] for k in ("dataset", "model", "setting_id")}))
     cells = pd.concat(all_cells, ignore_index=True) if all_cells else pd.DataFrame()
     return pd.DataFrame(rows), cells
+
+
+def setting_ids(runs: pd.DataFrame, value: str = "final_acc") -> set[str]:
+    """The ``setting_id`` of every context the runs of ``runs`` (a ``runs_table`` subset) belong to."""
+    d = prepare(runs, value)
+    return {hashlib.sha256(k.encode()).hexdigest()[:6] for k in d["setting"].unique()}
+
+
+KD_GAIN_COLUMNS = ["setting_id", "teacher", "kd_weight", "alpha", "context_notes", "method", "fraction", "mean_diff",
+                   "ci_lo", "ci_hi", "n", "p", "q", "verdict", "why", "devices", "mixed_device_seeds", "family"]
+
+
+def kd_gain_table(cells: pd.DataFrame, settings: Optional[Iterable[str]] = None) -> pd.DataFrame:
+    """KD's gain over no KD per context, method and kept fraction, from the cell table of ``verdicts``: claim 1's
+    cells as decided (``p``/``q``: the exact one-sided sign-flip test of gain > 0 and its Benjamini-Hochberg q in
+    the claim's family; ``ci_lo``/``ci_hi``: the t-interval at 1 - 2q), so a table or heatmap drawn from it says
+    what the verdicts say. ``settings``: keep only these ``setting_id`` values."""
+    if cells.empty or "claim" not in cells:
+        return pd.DataFrame(columns=KD_GAIN_COLUMNS)
+    c = cells[cells["claim"] == "kd_improves"].rename(columns={"mean": "mean_diff", "p_hold": "p", "q_hold": "q"})
+    if settings is not None:
+        c = c[c["setting_id"].isin(set(settings))]
+    return c.reindex(columns=KD_GAIN_COLUMNS).reset_index(drop=True)
 
 
 FAMILY = ("one Benjamini-Hochberg family per claim: all of the claim's cells across all its contexts (the hold, "

@@ -140,12 +140,16 @@ def method_ranking(df: pd.DataFrame, value: str = "final_acc", title: Optional[s
 
 def kd_gain_heatmap(gain: pd.DataFrame, q: float = 0.05, title: Optional[str] = None,
                     label: str = "KD gain over no KD (points)") -> matplotlib.figure.Figure:
-    """Method x kept fraction heatmap of a paired gain (``report.paired_difference``/``gain_over_baseline``
-    table with method, fraction, mean_diff and q), one panel per alpha when the table has several. Cells with a
-    Benjamini-Hochberg q below ``q`` are marked with a star; the number is the mean gain over seeds."""
+    """Method x kept fraction heatmap of a paired gain, one panel per alpha when the table has several; the number is
+    the mean gain over seeds. With a ``verdict`` column (``kdlib.claims.kd_gain_table``: claim 1's cells as the
+    verdicts decided them) a star marks a cell that holds, so the stars say what the verdict table says; without
+    one (``report.paired_difference``/``gain_over_baseline``) a star marks a q below ``q``."""
     g = gain.copy()
     if "alpha" not in g:
         g["alpha"] = np.nan
+    g["alpha"] = g["alpha"].astype(float)
+    by_verdict = "verdict" in g
+    g["_star"] = (g["verdict"] == "holds") if by_verdict else (g["q"].astype(float) < q)  # NaN q: no star
     panels = sorted(g["alpha"].unique(), key=lambda a: (np.isnan(a), a))
     lim = max(1e-6, float(np.nanmax(np.abs(g["mean_diff"].to_numpy(dtype=float)))) if len(g) else 1.0)
     methods = sorted(g["method"].unique())
@@ -153,10 +157,10 @@ def kd_gain_heatmap(gain: pd.DataFrame, q: float = 0.05, title: Optional[str] = 
     fig, axes = plt.subplots(1, len(panels), figsize=(0.9 * len(fr) * len(panels) + 2.8, 0.42 * len(methods) + 2.0),
                              squeeze=False, layout="constrained")
     for ax, a in zip(axes[0], panels):
-        sub = g[g["alpha"] == a] if not (isinstance(a, float) and np.isnan(a)) else g
+        sub = g[g["alpha"] == a] if not np.isnan(a) else g[g["alpha"].isna()]
         mean = sub.pivot_table(index="method", columns="fraction", values="mean_diff").reindex(index=methods, columns=fr)
-        sig = sub.pivot_table(index="method", columns="fraction", values="q", dropna=False).reindex(
-            index=methods, columns=fr) < q  # q is NaN (not significant) with one seed
+        sig = sub.pivot_table(index="method", columns="fraction", values="_star", aggfunc="max").reindex(
+            index=methods, columns=fr).fillna(False).astype(bool)
         im = ax.imshow(mean.to_numpy(dtype=float), cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
         for i in range(len(methods)):
             for j in range(len(fr)):
@@ -167,10 +171,11 @@ def kd_gain_heatmap(gain: pd.DataFrame, q: float = 0.05, title: Optional[str] = 
         ax.set_xticks(range(len(fr)), [f"{f:g}" for f in fr], fontsize=8)
         ax.set_yticks(range(len(methods)), methods if ax is axes[0][0] else [""] * len(methods), fontsize=8)
         ax.set_xlabel("kept fraction f", fontsize=9)
-        ax.set_title(f"alpha = {a:g}" if isinstance(a, float) and not np.isnan(a) else "", fontsize=10)
+        ax.set_title(f"alpha = {a:g}" if not np.isnan(a) else "", fontsize=10)
     fig.colorbar(im, ax=axes[0].tolist(), label=label, shrink=0.9)
-    fig.suptitle((title + "\n" if title else "") + f"* : Benjamini-Hochberg q < {q:g} (two-sided paired t-test over seeds)",
-                 fontsize=10)
+    star = ("* : the cell holds in the verdicts (exact one-sided sign-flip test, Benjamini-Hochberg across the "
+            "claim's cells)" if by_verdict else f"* : Benjamini-Hochberg q < {q:g} (two-sided paired t-test over seeds)")
+    fig.suptitle((title + "\n" if title else "") + star, fontsize=10)
     return fig
 
 

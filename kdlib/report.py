@@ -131,25 +131,55 @@ def _mean_sd(x: pd.Series) -> str:
 
 def verdict_markdown(verdicts: pd.DataFrame) -> str:
     """The claims notebook's ``verdicts.csv`` as a markdown table: one row per claim and context, the verdict in
-    bold, cells holding / failing / inconclusive, seeds and the deciding cells."""
+    bold, cells holding / failing / inconclusive, the same-device view (when the table has it), seeds (and the seeds
+    a cell needs), the devices of the runs (and how many cells pair runs from different devices) and the deciding
+    cells."""
     def n(v: object) -> str:
         return "-" if pd.isna(v) else str(int(v))
 
+    def text(r: pd.Series, col: str) -> str:
+        v = r.get(col)
+        return "" if v is None or pd.isna(v) else str(v)
+
+    same = "verdict_same_device" in verdicts
     rows = []
     for _, r in verdicts.iterrows():
         context = ", ".join(str(r[c]) for c in ("dataset", "model", "teacher", "budget", "notes")
                             if c in r and not pd.isna(r[c]) and str(r[c]))
-        rows.append([r["claim"], context or "no runs", f"**{r['verdict']}**",
-                     f"{n(r.get('cells_holds'))}/{n(r.get('cells_fails'))}/{n(r.get('cells_inconclusive'))}",
-                     "-" if pd.isna(r.get("seeds")) else r.get("seeds"),
-                     "" if pd.isna(r.get("deciding_cells")) else str(r["deciding_cells"]).replace("|", "/")])
-    return _md(rows, ["claim", "context", "verdict", "cells holds/fails/inconclusive", "seeds", "deciding cells"])
+        seeds = "-" if pd.isna(r.get("seeds")) else str(r.get("seeds"))
+        if text(r, "seeds_needed"):
+            seeds += f" ({n(r['seeds_needed'])} needed)"
+        devices = text(r, "devices")
+        if devices and not pd.isna(r.get("mixed_device_cells")) and int(r["mixed_device_cells"]):
+            devices += f" ({n(r['mixed_device_cells'])} cells across devices)"
+        row = [r["claim"], context or "no runs", f"**{r['verdict']}**",
+               f"{n(r.get('cells_holds'))}/{n(r.get('cells_fails'))}/{n(r.get('cells_inconclusive'))}"]
+        if same:
+            row.append(f"{text(r, 'verdict_same_device')} {text(r, 'cells_same_device')}".strip() or "-")
+        row += [seeds, devices.replace("|", "/"), text(r, "deciding_cells").replace("|", "/")]
+        rows.append(row)
+    header = ["claim", "context", "verdict", "cells holds/fails/inconclusive"]
+    header += ["same device only"] if same else []
+    return _md(rows, header + ["seeds", "devices", "deciding cells"])
+
+
+def _device(row: Mapping) -> str:
+    """A run's device for a table: its name (``kdlib.claims.device_label``) where recorded, else its kind (cpu,
+    cuda)."""
+    from .claims import device_label
+
+    name = row.get("runtime.device_name")
+    if isinstance(name, str) and name.strip():
+        return device_label(row)
+    kind = row.get("runtime.device")
+    return str(kind).split(":")[0] if isinstance(kind, str) else ""
 
 
 def method_markdown(runs: pd.DataFrame, cells: pd.DataFrame, fraction: float, alpha: float = 0.5) -> str:
     """Every method at one kept ``fraction``, sorted by its KD accuracy: accuracy without KD and with KD at
     ``alpha`` (mean ± sd over seeds), and the claims notebook's cells (``verdict_cells.csv`` rows already chosen for
-    one context) for KD's gain and for random + KD minus the method + KD, each with its 90% interval and verdict.
+    one context) for KD's gain and for random + KD minus the method + KD, each with its 90% interval and verdict,
+    and the devices the method's runs ran on (names where recorded).
     ``runs``: one setting's runs (``claims.runs_table`` filtered by the caller to one teacher, noise level...)."""
     at = runs[np.isclose(runs["fraction"], fraction)]
     mine = cells[np.isclose(cells["fraction"].astype(float), fraction)]
@@ -167,8 +197,7 @@ def method_markdown(runs: pd.DataFrame, cells: pd.DataFrame, fraction: float, al
         no, kd = g[g["alpha"] == 0]["final_acc"], g[np.isclose(g["alpha"], alpha)]["final_acc"]
         gain, gain_v = cell("kd_improves", method)
         diff, diff_v = ("(reference)", "") if method == "random" else cell("random_matches", method)
-        devices = ", ".join(sorted(g["runtime.device"].dropna().astype(str).str.split(":").str[0].unique())) \
-            if "runtime.device" in g else ""
+        devices = ", ".join(sorted({_device(r) for r in g.to_dict("records")} - {""}))
         rows.append((kd.mean() if len(kd) else -np.inf,
                      [method, _mean_sd(no), _mean_sd(kd), gain, gain_v, diff, diff_v, f"{len(no)}/{len(kd)}",
                       devices]))

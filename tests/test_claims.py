@@ -384,3 +384,18 @@ def test_theory_selection_draws_are_not_the_test_draws():
     toy = th.Toy(d=5, n=50, f=0.3)
     a = th.design_average(toy, 2, 0, th.SELECTION_STREAM).total
     assert not np.allclose(a, th.design_average(toy, 2, 0).total)
+
+
+def test_kd_gain_table_carries_the_verdicts_of_claim_one():
+    _, cells = claims.verdicts(sweep(+2.0), claims=["kd_improves"])
+    assert claims.kd_gain_table(cells)["verdict"].tolist() == cells["verdict"].tolist()
+
+
+def test_kd_gain_table_q_is_the_one_sided_q_of_the_verdicts():
+    _, cells = claims.verdicts(sweep(+2.0), claims=["kd_improves"])
+    assert claims.kd_gain_table(cells)["q"].tolist() == cells["q_hold"].tolist()
+
+
+def test_kd_gain_table_keeps_the_settings_asked_for():
+    _, cells = claims.verdicts(sweep(+2.0), claims=["kd_improves"])
+    assert claims.kd_gain_table(cells, settings=["nope"]).empty

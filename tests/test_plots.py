@@ -40,3 +40,16 @@ def test_kd_gain_heatmap_draws_gains_without_q_values():
                          "q": [float("nan")] * 2, "alpha": [0.5, 0.5]})  # one seed: no test, no q
     texts = [t.get_text() for t in plots.kd_gain_heatmap(gain).axes[0].texts]
     assert texts == ["+12.0", "+3.0"]
+
+
+def test_kd_gain_heatmap_stars_a_cell_the_verdicts_call_holding():
+    # old rule: a star for a two-sided q below 0.05 (0.052: none) although the verdict held; the star is the verdict
+    gain = pd.DataFrame({"method": ["forgetting_zero"], "fraction": [0.05], "mean_diff": [8.3], "q": [0.052],
+                         "alpha": [0.5], "verdict": ["holds"]})
+    assert [t.get_text() for t in plots.kd_gain_heatmap(gain).axes[0].texts] == ["+8.3*"]
+
+
+def test_kd_gain_heatmap_does_not_star_an_inconclusive_cell_with_a_small_q():
+    gain = pd.DataFrame({"method": ["el2n"], "fraction": [0.05], "mean_diff": [29.9], "q": [0.01], "alpha": [0.5],
+                         "verdict": ["inconclusive"]})
+    assert [t.get_text() for t in plots.kd_gain_heatmap(gain).axes[0].texts] == ["+29.9"]

@@ -72,3 +72,18 @@ def test_method_table_omits_a_missing_interval(method_table):
 
 def test_method_table_names_the_device_kind(method_table):
     assert method_table[2].endswith("| 3/3 | cuda |")
+
+
+def test_method_table_names_the_device_where_recorded():
+    runs = pd.DataFrame([{"method": "random", "fraction": 0.1, "alpha": a, "seed": 0, "final_acc": 80.0,
+                          "runtime.device": "cpu", "runtime.device_name": "Intel(R) Xeon(R) Processor"}
+                         for a in (0.0, 0.5)])
+    assert method_markdown(runs, pd.DataFrame(columns=["claim", "method", "fraction"]), 0.1).splitlines()[2].endswith(
+        "| Intel Xeon |")
+
+
+def test_verdict_table_has_the_same_device_view():
+    table = verdict_markdown(pd.DataFrame([{"claim": "kd_improves", "verdict": "holds", "cells_holds": 1,
+                                            "cells_fails": 0, "cells_inconclusive": 0, "seeds": "5",
+                                            "verdict_same_device": "inconclusive", "cells_same_device": "0/0/1"}]))
+    assert "| **holds** | 1/0/0 | inconclusive 0/0/1 |" in table
