@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from kdlib.claims import runs_table
-from kdlib.report import method_markdown, verdict_markdown
+from kdlib.report import verdict_markdown
+from kdlib.verdict_text import method_table
 
 
 def main() -> None:
@@ -36,14 +36,11 @@ def main() -> None:
         print(verdict_markdown(pd.read_csv(claims / "verdicts.csv")), end="")
         return
     runs = runs_table(Path("outputs") / args.profile / "store")
-    teacher = args.teacher or runs["model"].mode().iloc[0]
-    clean = (runs["label_noise"].fillna(0) == 0) & (runs["teacher_fraction"].fillna(1) == 1)
-    runs = runs[clean & (runs["teacher"].isna() | (runs["teacher"] == teacher)) & (runs["alpha"].isin([0, args.alpha]))]
-    if not np.isclose(runs["fraction"], args.fraction).any():
-        ap.error(f"--fraction {args.fraction}: no runs; fractions in the store: {sorted(runs['fraction'].unique())}")
-    cells = pd.read_csv(claims / "verdict_cells.csv")
-    cells = cells[cells["context"].str.contains(f"T={teacher}, KD at alpha={args.alpha:g}", regex=False)]
-    print(method_markdown(runs, cells, args.fraction, args.alpha), end="")
+    try:
+        print(method_table(runs, pd.read_csv(claims / "verdict_cells.csv"), args.fraction, args.alpha, args.teacher),
+              end="")
+    except ValueError as err:
+        ap.error(f"--fraction: {err}")
 
 
 if __name__ == "__main__":

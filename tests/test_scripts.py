@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,3 +138,21 @@ def test_publish_keeps_the_readme_prose(republished):
 def test_publish_writes_the_store_archive(published):
     dst, _ = published
     assert (dst / "store" / "records.jsonl.gz").exists()
+
+
+@pytest.fixture
+def published_verdicts(tmp_path):
+    """A fake profile with a claims verdict table, published: the claims README gets the generated table."""
+    out = tmp_path / "outputs" / "prof" / "claims"
+    out.mkdir(parents=True)
+    pd.DataFrame([{"claim": "kd_improves", "verdict": "inconclusive", "dataset": "d", "model": "m", "teacher": "t",
+                   "notes": "KD at alpha=0.5", "cells": 1, "cells_holds": 0, "cells_fails": 0,
+                   "cells_inconclusive": 1, "seeds": "3", "seeds_needed": 5, "deciding_cells": "x"}]).to_csv(
+        out / "verdicts.csv", index=False)
+    (tmp_path / "outputs" / "prof" / "store").mkdir()
+    _run([str(ROOT / "scripts" / "publish_results.py"), "--profile", "prof"], cwd=tmp_path)
+    return (tmp_path / "docs" / "results" / "prof" / "claims" / "README.md").read_text()
+
+
+def test_publish_writes_the_verdict_table_from_verdicts_csv(published_verdicts):
+    assert "| kd_improves | d, m, t, KD at alpha=0.5 | **inconclusive** | 0/0/1 | 3 (5 needed) |" in published_verdicts
