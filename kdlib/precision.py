@@ -159,4 +159,24 @@ def runtime_info(device: torch.device | str, precision: str) -> dict:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return {"precision": resolve_precision(precision, device), "device": str(device), "device_name": name,
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, **code_info()}
+            "torch": torch.__version__, **math_mode(device), **code_info()}
+
+
+def set_math_mode(device: torch.device | str, precision: str) -> None:
+    """The CUDA math a run's precision means, set before it trains: ``fp32`` is IEEE fp32 (TF32 off for matmuls and
+    convolutions; PyTorch's default lets cuDNN convolutions use TF32), bf16/fp16 keep TF32 for their fp32 parts;
+    cuDNN picks its fastest kernels (``cudnn.benchmark``). Nothing to set on a CPU."""
+    if torch.device(device).type != "cuda":
+        return
+    tf32 = resolve_precision(precision, device) != "fp32"
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cudnn.benchmark = True
+
+
+def math_mode(device: torch.device | str) -> dict:
+    """Which math ran on CUDA (for the record): TF32 in matmuls and in cuDNN convolutions, cuDNN autotuning."""
+    if torch.device(device).type != "cuda":
+        return {}
+    return {"tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
+            "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32), "cudnn_benchmark": bool(torch.backends.cudnn.benchmark)}

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .augment import augment
 from .data import ImageData
-from .precision import PRECISIONS, needs_loss_scaler, resolve_precision
+from .precision import PRECISIONS, needs_loss_scaler, resolve_precision, set_math_mode
 from .processes import ProcessGroup
 from .seeds import epoch_generator
 from .validate import check_bool, check_choice, check_fields, check_number, check_positive, normalise
@@ -557,6 +557,7 @@ def run_loop(step: Step, source: BatchSource, cfg: TrainConfig, *, evaluate_test
     the others go on (NaN ``final_acc``, ``extra['diverged']``). A checkpoint found at the start is resumed.
     """
     check_choice(on_diverge, "on_diverge", ("raise", "keep"))
+    set_math_mode(device, cfg.precision)  # fp32 means fp32 on CUDA too (no TF32); the record says what ran
     wall0 = time.perf_counter()
     k = step.k
     n_epochs, n_steps = total_steps(cfg, source.n_kept, source.n_full, source.steps_per_epoch)

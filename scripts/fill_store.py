@@ -4,7 +4,7 @@ afterwards reads every run from the store and only draws.
 
     python scripts/fill_store.py --profile cpu --study pruning_sweep [--seeds 0 1 2] [--store DIR]
                                  [--data-root DIR] [--device auto] [--executor processes] [--workers 2]
-                                 [--runs-per-gpu 8] [--lockstep 11] [--set NAME=YAML ...] [--interleave]
+                                 [--runs-per-gpu 8] [--group-size auto] [--group-mode auto] [--set NAME=YAML ...] [--interleave]
                                  [--export FILE]
 
 The grid is the notebook's (``kdlib.plan.study_grid`` on ``params/<profile>/<study>.yaml`` over the notebook's
@@ -66,8 +66,10 @@ def main() -> None:
     ap.add_argument("--executor")
     ap.add_argument("--workers", type=int)
     ap.add_argument("--runs-per-gpu", type=int)
-    ap.add_argument("--lockstep", type=int, help="local executor: train up to N runs that differ only in alpha "
-                                                 "together (stacked into one wide network on a GPU)")
+    ap.add_argument("--group-size", type=lambda v: v if v == "auto" else int(v),
+                    help="runs trained as one group (kdlib.grouped; 'auto': chosen for the device from a measured "
+                         "throughput curve; 1: one at a time)")
+    ap.add_argument("--group-mode", choices=("auto", "stacked", "loop"))
     ap.add_argument("--set", nargs="+", default=[], metavar="NAME=YAML",
                     help="override a parameter of the file, e.g. 'fractions=[0.05, 0.1]'")
     ap.add_argument("--interleave", action="store_true",
@@ -88,7 +90,7 @@ def main() -> None:
     _on_term(str(store), args.export)
     configs = study_grid(args.study, p, store)
     options = check_executor_options(p.get("executor_options") or {})
-    for name in ("workers", "runs_per_gpu", "lockstep"):
+    for name in ("workers", "runs_per_gpu", "group_size", "group_mode"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
     executor = args.executor or p.get("executor", "local")

@@ -18,15 +18,16 @@
 #   LIMIT=90 DEVICE=cpu LANE_A=1 scripts/gpu_cpu_study.sh                        # the same flow on a CPU
 # Environment: LIMIT (default 500), OUT (default outputs/gpu-study), STORE (default $OUT/../gpu-store: never
 # under $OUT, whose files all travel back), DATA_ROOT (default: the Debian package's folder), DEVICE (default cuda),
-# LANE_A/B/C (default 3 / lock11 / lock2: N worker processes, or lockN: one process training up to N alphas of a
-# run stacked into one wide network), BEST2 (default "facility_location moderate", the sweep's best two other
+# LANE_A/B/C (default 3 / 1 / 1 worker processes; each worker trains its chunk of runs as stacked groups whose size
+# kdlib.group_size chooses on the GPU from a measured throughput curve), BEST2 (default "facility_location moderate", the sweep's best two other
 # methods at f = 0.05 in docs/results/cpu), SWEEP_FRACTIONS (default "0.05, 0.1"), TEACHER_MB (default 2).
 # Measured on an H200 (2026-12-01, 16 worker processes, 5/6/5 per lane, fp32): "100% utilisation" in nvidia-smi
 # but ~4,000 training images/s per ResNet-8 process (~65k in all): 16 contexts time-slicing one GPU, each with
 # small launch-bound kernels, used it badly; 13 minutes made 159 runs and 5 teachers and no x4 teacher finished.
-# Hence the defaults now: the two grids of many small runs train their alphas stacked in one process each
-# (kdlib.lockstep, K times fewer and bigger kernels), and the teachers share the GPU three at a time. Not yet run
-# on a GPU in this form: measure before trusting it (benchmarks/lockstep.py).
+# Hence the defaults now: the grids of many small runs train as groups (kdlib.grouped: runs of any method, seed,
+# alpha and label noise that share the kept fraction, stacked into one network, K times fewer and bigger kernels),
+# one or two processes per lane, and the teachers share the GPU three at a time. Not yet run on a GPU in this form:
+# benchmarks/gpu_check.sh measures the group step first.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
@@ -55,10 +56,9 @@ print(f"torch {torch.__version__} numpy {numpy.__version__} pandas {pandas.__ver
 EOF
 for f in docs/results/cpu/store/*.jsonl.gz; do "$PY" -m kdlib.archive import "$f" "$STORE"; done
 
-fill() {  # fill HOW STUDY [args]: HOW = N (N worker processes) or lockN (one process, N alphas stacked)
+fill() {  # fill HOW STUDY [args]: HOW = N worker processes, each training its chunks as groups
     local how=$1; shift
-    local ex=(--executor processes --workers "$how" --runs-per-gpu "$how")
-    [[ $how == lock* ]] && ex=(--executor local --lockstep "${how#lock}")
+    local ex=(--executor processes --workers "$how" --runs-per-gpu "$how" --group-size "${GROUP_SIZE:-auto}")
     local left=$(( deadline - $(date +%s) ))
     if (( left < 20 )); then echo "skipped $1: deadline"; return; fi
     echo "[$(date +%T)] start $1 (${ex[*]}, ${left} s left)"
@@ -72,9 +72,9 @@ if command -v nvidia-smi >/dev/null && [[ $DEVICE == cuda* ]]; then  # the GPU's
     nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader -l 60 & smi=$!
 fi
 fill "${LANE_A:-3}" teacher_capacity --interleave & lanes=($!)
-fill "${LANE_B:-lock11}" alpha_vs_factor --interleave \
+fill "${LANE_B:-1}" alpha_vs_factor --interleave \
     --set "methods=[random, el2n, forgetting, ${BEST2[0]}, ${BEST2[1]}]" & lanes+=($!)
-fill "${LANE_C:-lock2}" pruning_sweep --interleave --set "fractions=[${SWEEP_FRACTIONS:-0.05, 0.1}]" \
+fill "${LANE_C:-1}" pruning_sweep --interleave --set "fractions=[${SWEEP_FRACTIONS:-0.05, 0.1}]" \
     'seeds_by_method={random: [0, 1, 2, 3, 4]}' & lanes+=($!)
 wait "${lanes[@]}"  # the lanes only: a bare wait would also wait for the log's tee
 [[ -n ${smi:-} ]] && kill "$smi"

@@ -213,3 +213,26 @@ def test_source_hash_changes_with_the_source(tmp_path):
     before = source_hash(tmp_path)
     (tmp_path / "a.py").write_text("x = 2\n")
     assert source_hash(tmp_path) != before
+
+
+@pytest.fixture
+def cuda_flags():
+    """Restores the process's CUDA math flags after a test sets them."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved
+
+
+def test_fp32_on_cuda_turns_tf32_off_for_matmuls_and_convolutions(cuda_flags):
+    torch.backends.cudnn.allow_tf32 = True  # PyTorch's default
+    P.set_math_mode("cuda", "fp32")
+    assert P.math_mode("cuda") == {"tf32_matmul": False, "tf32_cudnn": False, "cudnn_benchmark": True}
+
+
+def test_bf16_on_cuda_keeps_tf32_for_its_fp32_parts(cuda_flags):
+    P.set_math_mode("cuda", "bf16")
+    assert P.math_mode("cuda")["tf32_cudnn"] is True
+
+
+def test_the_cpu_has_no_math_mode_to_record(cuda_flags):
+    assert P.math_mode("cpu") == {}
