@@ -121,9 +121,9 @@ def write_verdict_text(dst: Path, profile: str, store_root: Path) -> None:
                 block += (f"\n### Every method at f = {f:g} (KD at alpha 0.5, same-architecture teacher)\n\n"
                           + verdict_text.method_table(runs, cells, float(f)))
         _write_block(dst / study / "README.md", "findings", block)
-    lines = "\n".join(verdict_text.claim_lines(verdicts))
+    lines = "\n".join(verdict_text.wrap(line) for line in verdict_text.claim_lines(verdicts))
     _write_block(dst / "README.md", "claims", lines)
-    nested = "\n".join("  " + line for line in verdict_text.claim_lines(verdicts))  # inside the README's list
+    nested = "\n".join(verdict_text.wrap(line, "  ") for line in verdict_text.claim_lines(verdicts))  # in a list
     if _write_block(Path("README.md"), f"claims-{profile}", nested, append=False):
         print(f"README.md: one line per claim from {dst / 'claims' / 'verdicts.csv'}")
 

@@ -76,3 +76,8 @@ def test_replace_block_replaces_only_between_the_markers():
 
 def test_replace_block_leaves_a_file_without_markers_alone_when_asked():
     assert verdict_text.replace_block("prose\n", "x", "new", append=False) is None
+
+
+def test_wrap_indents_continuation_lines_under_the_text():
+    lines = verdict_text.wrap("1. " + "word " * 40, "  ", width=40).splitlines()
+    assert (lines[0][:5], lines[1][:5]) == ("  1. ", "     ")
