@@ -514,11 +514,12 @@ class Study:
             rec = self._done("teachers", key)
             torch.manual_seed(cfg.seed)  # the initial weights must not depend on what ran before in this process
             model = build_model(cfg.model, data.num_classes, data.in_channels)
-            if rec is not None:
-                state = self.store.load_state("teachers", key, rec["sha256"])
+            if rec is not None:  # a state that does not load into the architecture is quarantined and retrained
+                state = self.store.load_state("teachers", key, rec["sha256"], into=model)
                 if self.group.broadcast(state is not None):
-                    model.load_state_dict(state)
                     return model.eval(), rec
+                torch.manual_seed(cfg.seed)
+                model = build_model(cfg.model, data.num_classes, data.in_channels)  # a failed load may fill part
             if cfg.checkpoint is not None:
                 return self._loaded_teacher(cfg, key, model, data)
             labels, _ = self.labels(cfg)

@@ -192,3 +192,20 @@ def test_equal_runs_written_as_int_or_float_share_one_record(tmp_path):
     cfgs = expand_grid(tiny(fraction=0.2), {"label_noise": [0, 0.0]})
     df = run_grid(cfgs, tmp_path, progress=False)
     assert df.key.nunique() == 1 and len(list((tmp_path / "runs").glob("*.json"))) == 1
+
+
+def test_a_teacher_state_of_another_architecture_is_quarantined_and_retrained(tmp_path):
+    """A stored teacher whose SHA-256 verifies but whose weights are another model's is set aside, not fatal."""
+    from kdlib.models import build_model
+    from kdlib.study import TeacherConfig
+
+    cfg = tiny(teacher="convnet_small", alpha=0.5, fraction=0.5)
+    study = Study(tmp_path, progress=False)
+    tcfg = TeacherConfig.of(cfg)
+    _, rec = study.teacher(tcfg)
+    wrong = {k: v for k, v in build_model("convnet", 10, 1).state_dict().items()}
+    sha = study.store.save_state("teachers", tcfg.key(), wrong)
+    study.store.put("teachers", tcfg.key(), {**{k: v for k, v in rec.items() if k not in ("key", "checksum", "ident",
+                                                                                        "format")}, "sha256": sha})
+    model, again = Study(tmp_path, progress=False).teacher(tcfg)
+    assert again["sha256"] != sha and list((tmp_path / "teachers").glob("*.corrupt"))
