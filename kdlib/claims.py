@@ -661,8 +661,10 @@ def with_same_device(table: pd.DataFrame, same: pd.DataFrame) -> pd.DataFrame:
                               f"{_n(r.get('cells_inconclusive'))}" for _, r in s.iterrows()]
     s = s[keys + ["verdict", "cells_same_device"]].rename(columns={"verdict": "verdict_same_device"})
     fill = {k: "" for k in keys}
-    merged = table.fillna(fill).merge(s.fillna(fill), on=keys, how="left")
-    return merged
+    t, s = table.fillna(fill).reset_index(drop=True), s.fillna(fill).reset_index(drop=True)
+    if len(t) == len(s) and t[keys].astype(str).equals(s[keys].astype(str)):  # the same contexts in the same order
+        return t.assign(verdict_same_device=s["verdict_same_device"], cells_same_device=s["cells_same_device"])
+    return t.merge(s.drop_duplicates(keys), on=keys, how="left")  # never duplicates a row of ``table``
 
 
 def _n(v: object) -> str:

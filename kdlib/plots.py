@@ -158,7 +158,8 @@ def kd_gain_heatmap(gain: pd.DataFrame, q: float = 0.05, title: Optional[str] = 
                              squeeze=False, layout="constrained")
     for ax, a in zip(axes[0], panels):
         sub = g[g["alpha"] == a] if not np.isnan(a) else g[g["alpha"].isna()]
-        mean = sub.pivot_table(index="method", columns="fraction", values="mean_diff").reindex(index=methods, columns=fr)
+        mean = sub.pivot_table(index="method", columns="fraction", values="mean_diff").reindex(index=methods,
+                                                                                             columns=fr)
         sig = sub.pivot_table(index="method", columns="fraction", values="_star", aggfunc="max").reindex(
             index=methods, columns=fr).fillna(False).astype(bool)
         im = ax.imshow(mean.to_numpy(dtype=float), cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
@@ -174,7 +175,8 @@ def kd_gain_heatmap(gain: pd.DataFrame, q: float = 0.05, title: Optional[str] = 
         ax.set_title(f"alpha = {a:g}" if not np.isnan(a) else "", fontsize=10)
     fig.colorbar(im, ax=axes[0].tolist(), label=label, shrink=0.9)
     star = ("* : the cell holds in the verdicts (exact one-sided sign-flip test, Benjamini-Hochberg across the "
-            "claim's cells)" if by_verdict else f"* : Benjamini-Hochberg q < {q:g} (two-sided paired t-test over seeds)")
+            "claim's cells)" if by_verdict else
+            f"* : Benjamini-Hochberg q < {q:g} (two-sided paired t-test over seeds)")
     fig.suptitle((title + "\n" if title else "") + star, fontsize=10)
     return fig
 

@@ -75,7 +75,8 @@ def claim_lines(verdicts: pd.DataFrame) -> list[str]:
         text = (f"{i}. {statement} (`{name}`): {len(rows)} context(s): {_counts(rows)}; cells "
                 f"holds/fails/inconclusive {cells}")
         if name in THEORY_STATEMENTS:
-            regimes = ", ".join(f"{str(r['notes']).replace('regime: ', '')}: {r['verdict']}" for _, r in rows.iterrows())
+            regimes = ", ".join(f"{str(r['notes']).replace('regime: ', '')}: {r['verdict']}"
+                                for _, r in rows.iterrows())
             lines.append(f"{text}; {rows['seeds'].iloc[0]} draws per cell ({regimes}).")
             continue
         needed = _seed_range(rows["seeds_needed"]) if "seeds_needed" in rows else "-"
@@ -140,7 +141,8 @@ def study_findings(verdicts: pd.DataFrame, study: str) -> str:
             "The rows of `../claims/verdicts.csv` this study's runs enter (written from the table, nothing added;",
             "rules in `../claims/README.md`):", ""]
     if not rows:
-        return "\n".join(head + ["- no verdict row: the claims notebook found no context for this study's runs."]) + "\n"
+        return "\n".join(head + ["- no verdict row: the claims notebook found no context for this study's runs."]
+                         ) + "\n"
     return "\n".join(head + [wrap(row_line(r)) for r in rows]) + "\n"
 
 

@@ -399,3 +399,10 @@ def test_kd_gain_table_q_is_the_one_sided_q_of_the_verdicts():
 def test_kd_gain_table_keeps_the_settings_asked_for():
     _, cells = claims.verdicts(sweep(+2.0), claims=["kd_improves"])
     assert claims.kd_gain_table(cells, settings=["nope"]).empty
+
+
+def test_same_device_columns_never_duplicate_a_verdict_row():
+    table = pd.DataFrame([{"claim": "kd_improves", "setting_id": "a", "teacher": "t", "notes": "n",
+                           "verdict": "holds"}] * 2)
+    same = table.assign(verdict="inconclusive", cells_holds=0, cells_fails=0, cells_inconclusive=1).iloc[::-1]
+    assert len(claims.with_same_device(table, same.iloc[:1])) == 2

@@ -12,7 +12,8 @@ def row(claim="kd_improves", verdict="inconclusive", teacher="resnet8", notes="K
     return {"claim": claim, "verdict": verdict, "dataset": "fashion_mnist", "model": "resnet8", "teacher": teacher,
             "notes": notes, "cells": holds + fails + inconclusive, "cells_holds": holds, "cells_fails": fails,
             "cells_inconclusive": inconclusive, "seeds": seeds, "seeds_needed": 5, "devices": devices,
-            "mixed_device_cells": mixed, "verdict_same_device": same, "cells_same_device": f"{holds}/{fails}/{inconclusive}",
+            "mixed_device_cells": mixed, "verdict_same_device": same,
+            "cells_same_device": f"{holds}/{fails}/{inconclusive}",
             "family": f"{claim}: 1 testable cells in 1 context(s)", "deciding_cells": "random f=0.05: +3.4", **extra}
 
 
@@ -55,7 +56,8 @@ def test_row_line_gives_the_same_device_view(table):
 
 def test_noisy_labels_findings_leave_out_the_theory_regime_named_label_noise(table):
     text = verdict_text.study_findings(table, "noisy_labels")
-    assert [line.startswith("- **holds**: `kd_improves`") for line in text.splitlines() if line.startswith("- ")] == [True]
+    bullets = [line for line in text.splitlines() if line.startswith("- ")]
+    assert [b.startswith("- **holds**: `kd_improves`") for b in bullets] == [True]
 
 
 def test_teacher_capacity_findings_take_claim_four(table):
