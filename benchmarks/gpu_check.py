@@ -1,5 +1,5 @@
 """The GPU check (``benchmarks/gpu_check.sh`` runs it): the paper's ResNet-32 KD step with kdlib and with the
-reference loop, in bf16 and fp16, lockstep groups, and the projected GPU-hours of the paper's CIFAR grid.
+reference loop, in bf16 and fp16, groups of runs, and the projected GPU-hours of the paper's CIFAR grid.
 
     benchmarks/gpu_check.sh              # on a CUDA machine: a few minutes
     benchmarks/gpu_check.sh --dry-run    # anywhere: CPU, ResNet-8, a few tiny batches; checks the script runs
@@ -10,8 +10,9 @@ momentum 0.9, wd 5e-4, each an epoch of ``--images`` images after a warm-up epoc
                   (alpha 0 students, teachers, scoring proxies), in each ``--precisions`` (bf16, fp16 with a scaler)
   reference KD / CE  the RepDistiller/DeepCore-style loop of ``benchmarks/train_throughput.py`` (PIL Dataset +
                   DataLoader(num_workers=2), fp32, NCHW, ``loss.item()`` and top-k every step), cudnn.benchmark on
-  lockstep K      ``kdlib.lockstep.train_lockstep`` (mode auto, as ``run_grid(lockstep=True)``) of K students with
-                  alphas spread over [0, 1], K = 2 and 4, in the first precision: group seconds per image
+  group K         ``kdlib.group_size.measure_group_rate``: kdlib's real group step (as ``run_grid`` trains a grid)
+                  of K students, each on its own stream and distilling from its own teacher, K = 1, 4, 16, 64
+                  ('stacked' on CUDA, also 'loop' on a CPU), in the first precision: images/s of all K together
 The grid: every training run of ``params/paper/{pruning_sweep,alpha_vs_factor,noisy_labels,teacher_capacity,
 teacher_fraction}.yaml``, built by the notebooks' own grid function (``kdlib.plan.study_grid``, the notebook's
 defaults for what a file leaves out), the pruning sweep on CIFAR-10, CIFAR-100 and SVHN and the alpha sweep on
@@ -21,7 +22,10 @@ Costs: a student trains ``epochs`` x its subset (``budget: epochs``; ``steps``: 
 x its fraction of the data; a score cache its proxy's epochs on the full data (``el2n_run``/``grand_run``:
 ``n_models`` x the early epoch; ``proxy_run``/``deepfool_run``: the whole proxy run). Other models than ResNet-32
 are priced by their forward FLOPs relative to ResNet-32 (teachers of the capacity sweep; the student's part and the
-teacher's forward of a KD step separately). Left out: evaluation passes, the scoring passes themselves, start-up.
+teacher's forward of a KD step separately). Grouped, the students of one group key (``RunConfig.group_key``) train in
+groups of the best measured K (``kdlib.group_size.pick``), each group priced at the curve's rate for its size;
+evaluation (``eval_every``) over the test split and the scorers' extra passes (``kdlib.plan.SCORING_PASSES``) are
+priced at the forward rate. Left out: start-up, data loading, checkpoints.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ import argparse
 import sys
 import time
 from collections import Counter
+from typing import Optional, Sequence
 from pathlib import Path
 
 import torch
@@ -38,17 +43,18 @@ from common import interleaved, machine_header, median, random_cifar  # noqa: E4
 from train_throughput import LR, MOMENTUM, TAU, WD, reference_epoch, reference_loader  # noqa: E402
 
 from kdlib.distill import make_kd_loss  # noqa: E402
-from kdlib.lockstep import train_lockstep  # noqa: E402
+from kdlib.group_size import measure_group_rate, pick  # noqa: E402
 from kdlib.models import build_model  # noqa: E402
-from kdlib.plan import GRID_STUDIES, study_grid, study_params  # noqa: E402
+from kdlib.plan import GRID_STUDIES, SCORING_PASSES, rate_at, study_grid, study_params  # noqa: E402
 from kdlib.study import RunConfig  # noqa: E402
 from kdlib.train import TrainConfig, total_steps, train  # noqa: E402
 
 TRAIN_SIZE = {"cifar10": 50_000, "cifar100": 50_000, "svhn": 73_257}
+TEST_SIZE = {"cifar10": 10_000, "cifar100": 10_000, "svhn": 26_032}
 CLASSES = {"cifar10": 10, "cifar100": 100, "svhn": 10}
 # The datasets each notebook runs on in the paper's grid (the files' headers: "For CIFAR-100 ... set dataset").
 DATASETS = {"pruning_sweep": ("cifar10", "cifar100", "svhn"), "alpha_vs_factor": ("cifar10", "cifar100")}
-MAX_GROUP = 8  # run_grid(lockstep=True) groups at most 8 students
+GROUP_SIZES = (1, 4, 16, 64)
 ALPHA = 0.5
 EARLY_SCORERS = ("el2n_run", "grand_run")
 
@@ -84,9 +90,10 @@ def forward_flops(model: str, classes: int) -> float:
     return fc.get_total_flops()
 
 
-def grid_cost(runs: dict[str, RunConfig]) -> dict:
+def grid_cost(runs: dict[str, RunConfig], group_size: int = 1) -> dict:
     """The grid's work in ResNet-32-equivalent image passes: student passes of CE runs, of KD runs and their
-    teachers' forwards, teacher training and score proxies; lockstep groups; and the counts."""
+    teachers' forwards, teacher training, score proxies, evaluation and scoring forwards; the student passes again
+    by group size when the runs of a group key train in groups of ``group_size``; and the counts."""
     flops: dict[tuple[str, int], float] = {}
 
     def factor(model: str, dataset: str) -> float:  # cost of this model relative to a ResNet-32
@@ -96,12 +103,18 @@ def grid_cost(runs: dict[str, RunConfig]) -> dict:
                 flops[(m, k)] = forward_flops(m, k)
         return flops[(model, k)] / flops[("resnet32", k)]
 
+    def evals(tc: TrainConfig, fraction: float, n: int) -> int:
+        epochs = total_steps(tc, max(1, round(fraction * n)), n)[0]
+        return -(-epochs // tc.eval_every) + (epochs % tc.eval_every != 0)
+
     work: Counter = Counter()  # ResNet-32 image passes per kind of work
     teachers, scores, groups = {}, {}, {}
     for key, c in runs.items():
         r = c.resolved()
         im = images(r.train, r.fraction, TRAIN_SIZE[r.dataset])
         work["student_ce" if r.alpha == 0 else "student_kd"] += im * factor(r.model, r.dataset)
+        work["eval_forward"] += evals(r.train, r.fraction, TRAIN_SIZE[r.dataset]) * TEST_SIZE[r.dataset] * factor(
+            r.model, r.dataset)
         if r.alpha > 0:
             work["teacher_forward"] += im * factor(r.teacher, r.dataset)
             t = r.teacher_config()
@@ -112,33 +125,40 @@ def grid_cost(runs: dict[str, RunConfig]) -> dict:
         groups.setdefault(c.group_key(), []).append(r)
     for t in teachers.values():
         work["teachers"] += images(t.train, t.fraction, TRAIN_SIZE[t.dataset]) * factor(t.model, t.dataset)
+        work["eval_forward"] += evals(t.train, t.fraction, TRAIN_SIZE[t.dataset]) * TEST_SIZE[t.dataset] * factor(
+            t.model, t.dataset)
     for s in scores.values():
-        epochs = s.proxy.n_models * s.proxy.early_epoch if s.scorer in EARLY_SCORERS else s.proxy.train.epochs
+        early = s.scorer in EARLY_SCORERS
+        models = s.proxy.n_models if early else 1
+        epochs = models * s.proxy.early_epoch if early else s.proxy.train.epochs
         work["proxies"] += epochs * TRAIN_SIZE[s.dataset] * factor(s.model, s.dataset)
-    # lockstep: groups of at most MAX_GROUP students sharing batches; images of the group per size K
-    lock_images: Counter = Counter()
+        work["scoring_forward"] += models * (1 + SCORING_PASSES.get(s.scorer, 0.0)) * TRAIN_SIZE[s.dataset] * factor(
+            s.model, s.dataset)
+    grouped: Counter = Counter()  # student image passes (ResNet-32 equivalents) by the size of their group
     for members in groups.values():
-        for i in range(0, len(members), MAX_GROUP):
-            chunk = members[i:i + MAX_GROUP]
+        for i in range(0, len(members), group_size):
+            chunk = members[i:i + group_size]
             r = chunk[0]
-            lock_images[len(chunk)] += images(r.train, r.fraction, TRAIN_SIZE[r.dataset]) * factor(r.model, r.dataset)
+            grouped[len(chunk)] += len(chunk) * images(r.train, r.fraction, TRAIN_SIZE[r.dataset]) * factor(
+                r.model, r.dataset)
     counts = {"students": len(runs), "KD students": sum(c.resolved().alpha > 0 for c in runs.values()),
-              "teachers": len(teachers), "score caches": len(scores),
-              "lockstep groups": sum(-(-len(m) // MAX_GROUP) for m in groups.values())}
-    return {"work": dict(work), "lockstep": dict(lock_images), "counts": counts}
+              "teachers": len(teachers), "score caches": len(scores), "group keys": len(groups),
+              "groups": sum(-(-len(m) // group_size) for m in groups.values())}
+    return {"work": dict(work), "groups": dict(grouped), "counts": counts}
 
 
-def hours(cost: dict, ce: float, kd: float, group: tuple[float, float] | None = None) -> float:
-    """GPU-hours given seconds per ResNet-32 image of a CE step (``ce``) and a KD step (``kd``); with ``group``
-    = (a, b), students train in lockstep groups costing a + b*K seconds per image for K students."""
+def hours(cost: dict, ce: float, kd: float, curve: Optional[Sequence] = None, mode: str = "stacked") -> float:
+    """Device-hours given seconds per ResNet-32 image of a CE step (``ce``) and a KD step (``kd``); a forward
+    costs ``kd - ce``. With a group ``curve`` ((K, mode, images/s of all K), ...), students train in the groups of
+    ``cost['groups']``, each image at the curve's rate for its group's size (KD students and CE alike)."""
     w = cost["work"]
-    tfwd = max(kd - ce, 0.0)  # a teacher forward, per image
+    fwd = max(kd - ce, 0.0)  # a forward pass, per image
     seconds = (w.get("teachers", 0) + w.get("proxies", 0)) * ce
-    if group is None:
-        seconds += (w.get("student_ce", 0) + w.get("student_kd", 0)) * ce + w.get("teacher_forward", 0) * tfwd
+    seconds += (w.get("eval_forward", 0) + w.get("scoring_forward", 0)) * fwd
+    if curve is None:
+        seconds += (w.get("student_ce", 0) + w.get("student_kd", 0)) * ce + w.get("teacher_forward", 0) * fwd
     else:
-        a, b = group
-        seconds += sum(images * (a + b * k) for k, images in cost["lockstep"].items())
+        seconds += sum(im / rate_at(curve, k, mode) for k, im in cost["groups"].items())
     return seconds / 3600
 
 
@@ -149,7 +169,7 @@ def sync(device: torch.device) -> None:
 
 
 def measure(device: torch.device, model: str, n: int, bs: int, precisions: list[str], workers: int,
-            repeats: int) -> dict[str, float]:
+            repeats: int, sizes: Sequence[int] = GROUP_SIZES) -> dict[str, float]:
     """Images per second of each variant (median of ``repeats`` interleaved rounds after a warm-up)."""
     data = random_cifar(n)
     torch.manual_seed(0)
@@ -185,25 +205,23 @@ def measure(device: torch.device, model: str, n: int, bs: int, precisions: list[
             return images / (time.perf_counter() - t0)
         return fn
 
-    def lockstep(k: int, precision: str):
+    def group(k: int, mode: str, precision: str):
         cfg = TrainConfig(epochs=1, batch_size=bs, lr=LR, momentum=MOMENTUM, weight_decay=WD, schedule="constant",
                           precision=precision)
-        alphas = [i / (k - 1) for i in range(k)]
-        losses = [make_kd_loss("kd", a, TAU) for a in alphas]
-        teachers = [teacher if a > 0 else None for a in alphas]
+        steps = max(2, -(-n // bs) // k)
 
-        def fn() -> float:  # group-images per second: 1 / (a + b K)
-            rs = train_lockstep([build_model(model, 10) for _ in alphas], data, cfg, loss_fns=losses,
-                                teacher=teachers, device=device, progress=False, evaluate_test=False)
-            return n / rs[0].extra["group_train_seconds"]
+        def fn() -> float:  # images/s of all K members
+            return measure_group_rate(model, model, 10, (3, 32, 32), cfg, device, k, mode, steps=steps, rounds=1)
         return fn
 
     fns = {"reference fp32 KD": reference(True), "reference fp32 CE": reference(False)}
     for p in precisions:
         fns[f"kdlib {p} KD"] = kdlib(p, True)
         fns[f"kdlib {p} CE"] = kdlib(p, False)
-    for k in (2, 4):
-        fns[f"kdlib {precisions[0]} lockstep K={k}"] = lockstep(k, precisions[0])
+    for mode in (("stacked",) if device.type == "cuda" else ("stacked", "loop")):
+        for k in sizes:
+            if not (k == 1 and mode == "stacked" and device.type != "cuda"):
+                fns[f"kdlib {precisions[0]} group K={k} {mode}"] = group(k, mode, precisions[0])
     print("warm-up (cuDNN autotuning, DataLoader workers) ...", flush=True)
     for fn in fns.values():
         fn()
@@ -238,15 +256,20 @@ def main(argv=None) -> None:
                                               if args.dry_run else ""), flush=True)
     print(f"{model} student and teacher, batch {bs}, {args.images} CIFAR-shaped images per measured epoch, "
           f"{args.repeats} interleaved round(s), precisions {precisions}", flush=True)
-    rates = measure(device, model, args.images, bs, precisions, args.workers, args.repeats)
-    print("\nimages/s (median; lockstep: images of the whole group per second):")
+    sizes = (1, 2) if args.dry_run else GROUP_SIZES
+    rates = measure(device, model, args.images, bs, precisions, args.workers, args.repeats, sizes)
+    print("\nimages/s (median; groups: images of all K members per second):")
     ref = rates["reference fp32 KD"]
     for name, rate in rates.items():
         print(f"  {name:36s} {rate:10.1f}" + (f"   {rate / ref:5.2f}x reference KD" if " KD" in name else ""))
 
+    curve = [(int(name.split("K=")[1].split()[0]), name.split()[-1], rate) for name, rate in rates.items()
+             if " group K=" in name]
+    plan = pick(curve)
+    print(f"group plan: K={plan.size} {plan.mode} (the smallest K within 5% of the best measured rate)")
     t_grid = time.perf_counter()
     runs, requested = paper_grid()
-    cost = grid_cost(runs)
+    cost = grid_cost(runs, plan.size)
     print(f"\nThe paper's CIFAR grid from params/paper/*.yaml (kdlib's grid expansion, "
           f"{time.perf_counter() - t_grid:.1f} s):")
     for name, k in requested.items():
@@ -257,18 +280,16 @@ def main(argv=None) -> None:
     unit = "GPU" if device.type == "cuda" else "CPU"
     rows = [("reference loop, fp32", 1 / rates["reference fp32 CE"], 1 / rates["reference fp32 KD"], None)]
     for p in precisions:
-        rows.append((f"kdlib, {p}", 1 / rates[f"kdlib {p} CE"], 1 / rates[f"kdlib {p} KD"], None))
-    g2, g4 = 1 / rates[f"kdlib {precisions[0]} lockstep K=2"], 1 / rates[f"kdlib {precisions[0]} lockstep K=4"]
-    b = (g4 - g2) / 2
-    rows.append((f"kdlib, {precisions[0]}, lockstep groups", 1 / rates[f"kdlib {precisions[0]} CE"],
-                 1 / rates[f"kdlib {precisions[0]} KD"], (g2 - 2 * b, b)))
+        rows.append((f"kdlib, {p}, one run at a time", 1 / rates[f"kdlib {p} CE"], 1 / rates[f"kdlib {p} KD"], None))
+    rows.append((f"kdlib, {precisions[0]}, groups of {plan.size} ({plan.mode})", 1 / rates[f"kdlib {precisions[0]} CE"],
+                 1 / rates[f"kdlib {precisions[0]} KD"], curve))
     print(f"\nprojected {unit}-hours of the grid" + (" (dry run: CPU rates of ResNet-8, not a projection)"
                                                      if args.dry_run else "") + ":")
     base = None
-    for label, ce, kd, group in rows:
-        h = hours(cost, ce, kd, group)
+    for label, ce, kd, crv in rows:
+        h = hours(cost, ce, kd, crv, plan.mode)
         base = base or h
-        print(f"  {label:38s} {h:12.1f} {unit}-hours  (x{base / h:.2f} vs reference)")
+        print(f"  {label:44s} {h:12.1f} {unit}-hours  (x{base / h:.2f} vs reference)")
     print(f"\ngpu_check finished in {time.perf_counter() - t_start:.0f} s")
 
 

@@ -1,7 +1,7 @@
 """Grid-level saving (c): teachers, scores and finished runs are never recomputed.
 
     python benchmarks/grid_cache.py            # digits, convnet_small, EL2N + random, 2 fractions, 2 alphas
-    python benchmarks/grid_cache.py --lockstep # the same grid trained with run_grid(..., lockstep=True)
+    python benchmarks/grid_cache.py --group-size 1  # one run at a time (default: groups, size chosen for the device)
 
 Calls ``kdlib.study.run_grid`` three times on one fresh store: (1) the grid from scratch (one teacher, one EL2N
 score cache, every student); (2) the same grid again: every record is read, nothing trains; (3) the grid with
@@ -27,7 +27,7 @@ from kdlib.train import TrainConfig  # noqa: E402
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=5)
-    ap.add_argument("--lockstep", action="store_true")
+    ap.add_argument("--group-size", default="auto", type=lambda v: v if v == "auto" else int(v))
     args = ap.parse_args(argv)
     print(machine_header(), flush=True)
     recipe = TrainConfig(epochs=args.epochs, batch_size=64, lr=0.05, schedule="cosine")
@@ -41,7 +41,7 @@ def main(argv=None) -> None:
         def call(label: str, axes: dict) -> float:
             configs = expand_grid(base, axes)
             t0 = time.perf_counter()
-            df = run_grid(configs, store, progress=False, lockstep=args.lockstep)
+            df = run_grid(configs, store, progress=False, group_size=args.group_size)
             dt = time.perf_counter() - t0
             counts = {k: len(list((store.root / k).glob("*.json"))) if (store.root / k).exists() else 0
                       for k in ("teachers", "scores", "runs")}

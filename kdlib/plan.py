@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
@@ -85,79 +86,130 @@ def study_params(study: str, profile: str) -> dict[str, Any]:
 
 @dataclass
 class Throughput:
-    """Images per second of a training step and of a forward pass (batch ``batch_size``), per architecture."""
+    """What the device at hand measured: the group curve of each (student, teacher) pair (``kdlib.group_size``:
+    kdlib's real group step, KD loss and teacher forward included), and images per second of a run's training
+    step alone (teachers, proxies) and of an evaluation forward pass, per architecture."""
 
+    groups: dict[tuple[str, Optional[str]], Any]
     train: dict[str, float]
     forward: dict[str, float]
+    measure: Optional[Any] = None  # (student, teacher) -> GroupPlan, for a pair not measured yet
+
+    def group(self, student: str, teacher: Optional[str]) -> Any:
+        """The group plan (size, mode, curve) of runs of ``student`` distilling from ``teacher`` (None: CE)."""
+        if (student, teacher) not in self.groups:
+            if self.measure is None:
+                raise KeyError(f"no group curve measured for student {student!r} with teacher {teacher!r}")
+            self.groups[student, teacher] = self.measure(student, teacher)
+        return self.groups[student, teacher]
 
 
-def measure_throughput(dataset: str, models: Sequence[str], batch_size: int = 128, steps: int = 12,
-                       data_root: Optional[str] = None, precision: str = "auto") -> Throughput:
-    """Times ``steps`` SGD steps (after two warm-up steps) and as many forward passes of each model, on one
-    thread as a grid worker runs."""
+def measure_forward(model: Any, x: Any, steps: int, precision: str, device: Any) -> float:
+    """Images per second of ``model``'s eval-mode forward on the batch ``x`` (after one warm-up pass)."""
+    import torch
+
+    from .train import autocast_context
+
+    model.eval()
+    with torch.no_grad():
+        for i in range(steps + 1):
+            if i == 1:
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                t0 = time.perf_counter()
+            with autocast_context(device, precision):
+                out = model(x)
+        float(out.float().sum())
+    return steps * len(x) / (time.perf_counter() - t0)
+
+
+def measure_throughput(dataset: str, models: Sequence[str], recipe: TrainConfig, data_root: Optional[str] = None,
+                       device: str = "auto", steps: int = 6, into: Optional[Throughput] = None) -> Throughput:
+    """The single-run training rate and eval forward rate of each model in ``models`` on the dataset's shapes,
+    and a group curve for each (student, teacher) pair when ``estimate`` asks (cached per device:
+    ``kdlib.group_size.choose_group``)."""
     import torch
 
     from .data import load_dataset
+    from .group_size import choose_group, measure_group_rate
     from .models import build_model
-    from .train import autocast_context
+    from .train import resolve_device
 
+    dev = resolve_device(device)
     data = load_dataset(dataset, data_root)
-    x = data.x_train[:batch_size].float().div(255).contiguous(memory_format=torch.channels_last)
-    y = data.y_train[:batch_size]
-    out = Throughput({}, {})
-    dev = torch.device("cpu")
+    shape = tuple(data.x_test.shape[1:])
+    out = into or Throughput({}, {}, {})
+    out.measure = lambda student, teacher: choose_group(student, teacher, data.num_classes, shape, recipe, dev)
+    x = torch.randn(recipe.batch_size, *shape, device=dev).contiguous(memory_format=torch.channels_last)
     for name in dict.fromkeys(models):
-        model = build_model(name, data.num_classes, data.in_channels).to(memory_format=torch.channels_last)
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        for i in range(steps + 2):
-            if i == 2:
-                t0 = time.perf_counter()
-            with autocast_context(dev, precision):
-                loss = torch.nn.functional.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        out.train[name] = steps * batch_size / (time.perf_counter() - t0)
-        model.eval()
-        with torch.no_grad():
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                with autocast_context(dev, precision):
-                    model(x)
-        out.forward[name] = steps * batch_size / (time.perf_counter() - t0)
+        if name not in out.train:
+            out.train[name] = measure_group_rate(name, None, data.num_classes, shape, recipe, dev, 1, "loop",
+                                                 steps=steps, rounds=1)
+            out.forward[name] = measure_forward(build_model(name, data.num_classes, data.in_channels).to(dev).to(
+                memory_format=torch.channels_last), x, steps, recipe.precision, dev)
     return out
 
 
-def _train_seconds(tc: TrainConfig, n_kept: int, n_full: int, ips: float) -> tuple[int, float]:
+def rate_at(curve: Sequence[tuple[int, str, float]], k: int, mode: str) -> float:
+    """Images/s of a group of ``k`` in ``mode`` from a measured curve: linear between the measured sizes around
+    ``k`` (the largest measured rate beyond the curve's end)."""
+    points = sorted((n, r) for n, m, r in curve if m == mode) or sorted((n, r) for n, _, r in curve)
+    below = [p for p in points if p[0] <= k]
+    above = [p for p in points if p[0] >= k]
+    if not below:
+        return above[0][1]
+    if not above:
+        return below[-1][1]
+    (k0, r0), (k1, r1) = below[-1], above[0]
+    return r0 if k1 == k0 else r0 + (r1 - r0) * (k - k0) / (k1 - k0)
+
+
+def _images(tc: TrainConfig, n_kept: int, n_full: int) -> int:
     _, steps = total_steps(tc, n_kept, n_full)
-    images = steps * tc.batch_size
-    return images, images / ips
+    return steps * tc.batch_size
 
 
-def estimate(configs: Sequence[RunConfig], store: Store | str, n_full: int, speed: Throughput) -> dict[str, Any]:
-    """Runs, pending runs, teachers and score caches still to compute, training images and CPU-seconds (one
-    worker) of what the store does not hold yet."""
+def estimate(configs: Sequence[RunConfig], store: Store | str, n_full: int, speed: Throughput,
+             n_test: int = 0) -> dict[str, Any]:
+    """Runs, pending runs, teachers and score caches still to compute, training images and device-seconds of what
+    the store does not hold yet: students in the groups the runner forms (``kdlib.executors.chunk_runs``, at the
+    size and rate of their pair's measured curve), their evaluations (``eval_every``) over ``n_test`` images,
+    teachers and score proxies one at a time, and the scorers' passes over the training set."""
+    from .executors import chunk_runs
+
     store = store if isinstance(store, Store) else Store(store)
     pending = [c for c in dict((c.key(), c) for c in configs).values() if store.done("runs", c.key()) is None]
     teachers: dict[str, TeacherConfig] = {}
     scores: dict[str, ScoreSpec] = {}
-    images, seconds = 0, 0.0
-    for c in pending:
-        r = c.resolved()
-        n_kept = max(1, round(r.fraction * n_full))
-        im, s = _train_seconds(r.train, n_kept, n_full, speed.train[r.model])
-        images, seconds = images + im, seconds + s
-        if r.uses_teacher:
-            seconds += im / speed.forward[r.teacher]
-            t = TeacherConfig.of(r)
-            if store.done("teachers", t.key()) is None:
-                teachers[t.key()] = t
-        spec = ScoreSpec.of(r)
-        if spec is not None and store.done("scores", spec.key()) is None:
-            scores[spec.key()] = spec
+    images, seconds, groups = 0, 0.0, 0
+    for bucket in chunk_runs(pending, len(pending) or 1):
+        r0 = bucket[0].resolved()
+        kd = next((c.resolved().teacher for c in bucket if c.resolved().uses_teacher), None)
+        plan = speed.group(r0.model, kd)
+        n_kept = max(1, round(r0.fraction * n_full))
+        per_run = _images(r0.train, n_kept, n_full)
+        epochs, _ = total_steps(r0.train, n_kept, n_full)
+        evals = -(-epochs // r0.train.eval_every) + (epochs % r0.train.eval_every != 0)
+        for i in range(0, len(bucket), plan.size):
+            k = len(bucket[i:i + plan.size])
+            seconds += k * per_run / rate_at(plan.curve, k, plan.mode)
+            seconds += k * evals * n_test / speed.forward[r0.model]
+            images += k * per_run
+            groups += 1
+        for c in bucket:
+            r = c.resolved()
+            if r.uses_teacher:
+                t = TeacherConfig.of(r)
+                if store.done("teachers", t.key()) is None:
+                    teachers[t.key()] = t
+            spec = ScoreSpec.of(r)
+            if spec is not None and store.done("scores", spec.key()) is None:
+                scores[spec.key()] = spec
     for t in teachers.values():
-        im, s = _train_seconds(t.train, max(1, round(t.fraction * n_full)), n_full, speed.train[t.model])
-        images, seconds = images + im, seconds + s
+        im = _images(t.train, max(1, round(t.fraction * n_full)), n_full)
+        epochs, _ = total_steps(t.train, max(1, round(t.fraction * n_full)), n_full)
+        images += im
+        seconds += im / speed.train[t.model] + (-(-epochs // t.train.eval_every)) * n_test / speed.forward[t.model]
     for spec in scores.values():
         p = spec.proxy
         early = spec.scorer in EARLY_SCORERS  # n_models proxies stopped early; the others train one full proxy
@@ -168,12 +220,13 @@ def estimate(configs: Sequence[RunConfig], store: Store | str, n_full: int, spee
         images += im
         seconds += im / speed.train[spec.model] + passes * n_full / speed.forward[spec.model]
     return {"runs": len(configs), "distinct": len({c.key() for c in configs}), "pending": len(pending),
-            "teachers": len(teachers), "scores": len(scores), "images": images, "cpu_seconds": seconds}
+            "groups": groups, "teachers": len(teachers), "scores": len(scores), "images": images,
+            "device_seconds": seconds}
 
 
 def plan_profile(profile: str, studies: Sequence[str] = GRID_STUDIES, workers: int = 2,
-                 store: Optional[str] = None) -> "Any":
-    """One row per study: what ``estimate`` says, with the wall time over ``workers`` single-thread workers.
+                 store: Optional[str] = None, device: str = "auto") -> "Any":
+    """One row per study: what ``estimate`` says on ``device``, with the wall time over ``workers`` workers.
     Studies share the store, so a teacher or score counted by an earlier study is not counted again."""
     import pandas as pd
 
@@ -187,36 +240,44 @@ def plan_profile(profile: str, studies: Sequence[str] = GRID_STUDIES, workers: i
         fresh = [c for c in configs if c.key() not in seen_runs]
         seen_runs |= {c.key() for c in configs}
         archs = {c.model for c in configs} | {c.teacher for c in configs if c.teacher} | {
-            c.proxy.model for c in configs if c.proxy.model}
-        speed = speeds.setdefault(p["dataset"], Throughput({}, {}))
-        missing = sorted(archs - set(speed.train))  # each architecture is measured once per dataset
-        if missing:
-            measured = measure_throughput(p["dataset"], missing, data_root=p.get("data_root"))
-            speed.train.update(measured.train)
-            speed.forward.update(measured.forward)
-        n_full = len(load_dataset(p["dataset"], p.get("data_root")).y_train)
-        est = estimate(fresh, st, n_full, speed)
+            c.proxy.model or c.model for c in configs}
+        recipe = TrainConfig.from_dict(p["train"]) if isinstance(p.get("train"), dict) else TrainConfig()
+        speed = measure_throughput(p["dataset"], sorted(archs), recipe, p.get("data_root"), device,
+                                   into=speeds.get(p["dataset"]))
+        speeds[p["dataset"]] = speed
+        data = load_dataset(p["dataset"], p.get("data_root"))
+        est = estimate(fresh, st, data.n_train, speed, len(data.y_test))
         est["runs"] = len(configs)
-        rows.append({"study": study, **est, "wall_minutes": est["cpu_seconds"] / max(1, workers) / 60})
+        rows.append({"study": study, **est, "wall_minutes": est["device_seconds"] / max(1, workers) / 60})
     return pd.DataFrame(rows)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     import torch
 
+    from .group_size import device_name
+    from .train import resolve_device
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--studies", nargs="+", default=list(GRID_STUDIES))
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes sharing the device (default: the cores, one thread each, on a CPU; 1 on a GPU)")
+    parser.add_argument("--device", default="auto")
     parser.add_argument("--store")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    table = plan_profile(args.profile, args.studies, args.workers, args.store)
-    print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}; {args.workers} single-thread workers")
+    dev = resolve_device(args.device)
+    workers = args.workers or (1 if dev.type == "cuda" else os.cpu_count() or 1)
+    if dev.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))  # as each grid worker runs
+    table = plan_profile(args.profile, args.studies, workers, args.store, args.device)
+    unit = "GPU" if dev.type == "cuda" else "CPU"
+    print(f"{device_name(dev)}; {workers} worker(s) x {torch.get_num_threads()} thread(s); groups as the runner "
+          f"forms them (kdlib.group_size, cached per device)")
     print(table.round(1).to_string(index=False))
-    total = table["cpu_seconds"].sum()
-    print(f"total: {int(table['pending'].sum())} pending runs, {total / 3600:.2f} CPU-hours, "
-          f"~{total / max(1, args.workers) / 3600:.2f} h wall")
+    total = table["device_seconds"].sum()
+    print(f"total: {int(table['pending'].sum())} pending runs in {int(table['groups'].sum())} groups, "
+          f"{total / 3600:.2f} {unit}-hours of one worker, ~{total / max(1, workers) / 3600:.2f} h wall")
 
 
 if __name__ == "__main__":

@@ -89,10 +89,10 @@ def test_kdlib_has_no_import_cycle():
 
 
 @pytest.mark.parametrize("module", ["kdlib.data", "kdlib.imagenet", "kdlib.train", "kdlib.augment", "kdlib.store",
-                                    "kdlib.processes", "kdlib.models", "kdlib.distill"])
+                                    "kdlib.processes", "kdlib.models", "kdlib.distill", "kdlib.stack",
+                                    "kdlib.grouped", "kdlib.group_size"])
 def test_data_and_the_loop_know_nothing_of_pruning_or_grids(module):
-    above = {"kdlib.prune", "kdlib.study", "kdlib.executors", "kdlib.lockstep", "kdlib.alpha_rule",
-             "kdlib.distributed"}
+    above = {"kdlib.prune", "kdlib.study", "kdlib.executors", "kdlib.alpha_rule", "kdlib.distributed"}
     assert not {m for m in reachable(module) if m.split(".")[:2] == ["kdlib", "prune"] or m in above}
 
 

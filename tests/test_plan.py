@@ -3,11 +3,16 @@ from __future__ import annotations
 
 import pytest
 
-from kdlib.plan import GRID_STUDIES, Throughput, estimate, study_grid, study_params
+from kdlib.group_size import GroupPlan
+from kdlib.plan import GRID_STUDIES, Throughput, estimate, rate_at, study_grid, study_params
 from kdlib.study import RunConfig, TeacherConfig
 from kdlib.train import total_steps
 
-SPEED = Throughput(train={"convnet_small": 1000.0}, forward={"convnet_small": 4000.0})
+# one run alone at 1000 images/s, groups of 4 at 3000 (all members), eval forwards at 4000
+CURVE = ((1, "stacked", 1000.0), (4, "stacked", 3000.0))
+SPEED = Throughput(groups={("convnet_small", None): GroupPlan(4, "stacked", CURVE),
+                           ("convnet_small", "convnet_small"): GroupPlan(4, "stacked", CURVE)},
+                   train={"convnet_small": 1000.0}, forward={"convnet_small": 4000.0})
 RECIPE = {"epochs": 3, "batch_size": 32}
 
 
@@ -121,7 +126,23 @@ def test_methods_sharing_a_scorer_count_one_score_cache(store):
 def test_seconds_are_images_over_throughput(store):
     cfg = run(fraction=0.5)
     est = estimate([cfg], store, 200, SPEED)
-    assert est["cpu_seconds"] == pytest.approx(est["images"] / 1000.0)
+    assert est["device_seconds"] == pytest.approx(est["images"] / 1000.0)
+
+
+def test_runs_of_one_group_key_are_priced_at_their_groups_rate(store):
+    configs = [run(fraction=0.5, seed=s) for s in range(4)]
+    est = estimate(configs, store, 200, SPEED)
+    assert (est["groups"], est["device_seconds"]) == (1, pytest.approx(est["images"] / 3000.0))
+
+
+def test_evaluation_passes_are_priced(store):
+    cfg = run(fraction=0.5)  # 3 epochs, evaluated after each
+    with_eval = estimate([cfg], store, 200, SPEED, n_test=100)["device_seconds"]
+    assert with_eval - estimate([cfg], store, 200, SPEED)["device_seconds"] == pytest.approx(3 * 100 / 4000.0)
+
+
+def test_a_group_between_measured_sizes_is_priced_between_their_rates():
+    assert rate_at(CURVE, 2, "stacked") == pytest.approx(1000.0 + 2000.0 / 3)
 
 
 def test_deepfool_prices_one_full_proxy_run(store):
