@@ -71,6 +71,18 @@ def _executor(tmp: Path) -> None:
     run_grid([_tiny()], tmp / "store", executor="dask")
 
 
+def _group_size(tmp: Path) -> None:
+    from kdlib.study import run_grid
+
+    run_grid([_tiny()], tmp / "store", progress=False, group_size=0)
+
+
+def _group_mode(tmp: Path) -> None:
+    from kdlib.study import run_grid
+
+    run_grid([_tiny()], tmp / "store", progress=False, group_mode="wide")
+
+
 def _executor_options(tmp: Path) -> None:
     from kdlib.study import check_executor_options
 
@@ -666,6 +678,10 @@ CASES = [
     Case("unknown executor", 'run_grid(configs, store, executor="dask")', _executor, r"unknown executor 'dask'; allowed values for 'executor': local, processes, ray"),
     Case("unknown executor option", 'pruning_sweep params: executor_options: {runs_per_gpus: 2}', _executor_options,
          r"unknown executor_options \['runs_per_gpus'\]; allowed: workers, address"),
+    Case("group size 0", 'run_grid(configs, store, group_size=0)', _group_size,
+         r"group_size must be a positive integer \(runs trained as one group; 1: one at a time\) or 'auto'"),
+    Case("unknown group mode", 'run_grid(configs, store, group_mode="wide")', _group_mode,
+         r"unknown group_mode 'wide'; allowed values for 'group_mode': auto, stacked, loop"),
     Case("more workers than GPU slots", 'run_grid(configs, store, executor="processes", devices=["cuda:0", "cuda:1"], workers=8)',
          _gpu_workers, r"workers=8 is more than 2 GPU\(s\) x runs_per_gpu=1; raise runs_per_gpu"),
     Case("unknown grid axis", 'expand_grid({}, {"fractions": [0.1]})', _grid_axis, r"unknown grid axis \['fractions'\]; allowed: "),

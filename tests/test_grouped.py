@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import kdlib.study as study_module
-from grid_helpers import GROUP_RESUME_CONFIGS
+from grid_helpers import GROUP_RESUME_CONFIGS, tiny_config
 from kdlib.data import load_dataset
 from kdlib.distill import make_kd_loss
 from kdlib.group_size import GroupPlan, choose_group, pick
@@ -324,3 +324,11 @@ def test_auto_measures_the_curve_once_and_caches_it(monkeypatch, tmp_path):
     n = len(calls)
     second = choose_group("convnet_small", "convnet_small", 10, (1, 8, 8), FP32, "cpu")
     assert (first.size, first.mode, second == first, len(calls) == n) == (4, "loop", True, True)
+
+
+def test_a_fraction_too_small_fails_its_runs_and_the_grid_goes_on(tmp_path):
+    """Issue 25 item 8: the lockstep grid aborted here; groups write failed records instead."""
+    tiny = [tiny_config(fraction=0.001, seed=s, train=TINY_FP32) for s in (0, 1)] + [
+        tiny_config(fraction=0.5, train=TINY_FP32)]
+    df = run_grid(tiny, tmp_path, progress=False, group_size=4, group_mode="stacked")
+    assert df.status.tolist() == ["failed", "failed", "done"]
