@@ -151,3 +151,18 @@ def dkd_loss(
     log_q_t = F.log_softmax(t.masked_fill(target, masked), 1).masked_fill(target, 0.0)
     nckd = (log_q_t.exp() * (log_q_t - log_q_s)).sum(1).mean()
     return _mix(student_logits, targets, alpha, tau * tau * (tckd_weight * tckd + beta * nckd))
+
+
+def kd_loss_stacked(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,
+                    alpha: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    """``kd_loss`` of K students at once: logits (N, K, C), targets (N, K), alpha and tau (K,); one loss per
+    student (K,), each equal to ``kd_loss`` of its slices up to float rounding. A student with alpha 0 gets
+    cross-entropy (its teacher logits are ignored: any finite values)."""
+    s = student_logits.float()
+    ce = F.cross_entropy(s.permute(0, 2, 1), targets, reduction="none").mean(0)
+    t = tau.to(s)[None, :, None]
+    log_p_s = F.log_softmax(s / t, dim=2)
+    log_p_t = F.log_softmax(teacher_logits.float() / t, dim=2)
+    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(2).mean(0) * tau.to(s) ** 2
+    a = alpha.to(s)
+    return torch.where(a == 0, ce, torch.where(a == 1, kl, (1 - a) * ce + a * kl))

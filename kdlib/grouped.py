@@ -30,6 +30,7 @@ from torch import nn
 
 from .augment import crop, crop_offsets, flip_mask
 from .data import ImageData
+from .distill import KDLoss, kd_loss_stacked
 from .seeds import epoch_generator
 from .stack import stack_models, unstack_into
 from .train import (CheckpointSlot, EpochHook, LossFn, ModelSteps, TrainConfig, TrainResult, autocast_context,
@@ -63,7 +64,8 @@ class GroupBatches:
 
     def __init__(self, data: ImageData, cfg: TrainConfig, members: Sequence[Member], device: torch.device) -> None:
         self.data, self.cfg, self.device = data, cfg, device
-        self.x_train = data.x_train.to(device)
+        self.x_train = data.x_train.to(device)  # the data stay on the device: batches are gathered there
+        self.x_test = data.x_test.to(device)
         base_y = data.y_train.to(device)
         self.streams: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (seed, kept rows, labels)
         self.stream_of: list[int] = []
@@ -205,6 +207,7 @@ class StackedSteps:
         self.teachers = GroupTeachers(teachers, stream_of, device, self.memory_format, stack=True, example=example)
         self.optimizer = make_optimizer(self.wide, cfg)
         self.scaler = make_scaler(device, cfg.precision)
+        self.stacked_kd = _stacked_kd_params(self.loss_fns, device)  # (alpha, tau), or None: one loss per member
 
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
@@ -215,7 +218,15 @@ class StackedSteps:
         with autocast_context(self.device, self.cfg.precision):
             out = self.wide(stack_inputs(x, self.stream_of, self.memory_format))
         out = out.reshape(x.shape[1], self.k, -1)
-        per = torch.stack([self.loss_fns[i](out[:, i], t_logits[i], y[self.stream_of[i]]) for i in active])
+        if self.stacked_kd is not None:  # the paper's loss for every member: a few kernels for all K, not K x ten
+            alpha, tau = self.stacked_kd
+            idx = torch.as_tensor(active, device=out.device)
+            t = torch.stack([out.new_zeros(out[:, 0].shape) if t_logits[i] is None else t_logits[i].to(out.dtype)
+                             for i in active], 1)
+            labels = y[torch.as_tensor([self.stream_of[i] for i in active], device=y.device)].t()
+            per = kd_loss_stacked(out[:, idx], t, labels, alpha[idx], tau[idx])
+        else:
+            per = torch.stack([self.loss_fns[i](out[:, i], t_logits[i], y[self.stream_of[i]]) for i in active])
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(per.sum()).backward()  # a diverged member is left out: its NaN would spoil every step
         self.scaler.step(self.optimizer)
@@ -226,10 +237,11 @@ class StackedSteps:
     def evaluate(self, source: GroupBatches, active: list[int], batch_size: int = 1024) -> list[float]:
         """Top-1 test accuracy (%) of each student, the K evaluated together (NaN for an inactive one)."""
         data, wide = source.data, self.wide
+        x_test = getattr(source, "x_test", data.x_test)
         wide.eval()
         preds = []
-        for s in range(0, len(data.x_test), batch_size):
-            xb = data.normalize(data.x_test[s:s + batch_size].to(self.device))
+        for s in range(0, len(x_test), batch_size):
+            xb = data.normalize(x_test[s:s + batch_size].to(self.device))
             with autocast_context(self.device, self.cfg.precision):
                 out = wide(stack_inputs(xb[None], [0] * self.k, self.memory_format))
             preds.append(out.float().reshape(len(xb), self.k, -1).argmax(2).cpu())
@@ -249,6 +261,23 @@ class StackedSteps:
 
     def close(self) -> None:
         unstack_into(self.wide, self.models)
+
+
+def _stacked_kd_params(loss_fns: Sequence[LossFn], device: torch.device
+                       ) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """(alpha, tau) per member when every loss is the paper's ``kd`` (cross-entropy counts as alpha 0), so the K
+    losses can be computed at once (``kdlib.distill.kd_loss_stacked``); None otherwise."""
+    alphas, taus = [], []
+    for fn in loss_fns:
+        if fn is cross_entropy_loss:
+            alphas.append(0.0)
+            taus.append(4.0)
+        elif isinstance(fn, KDLoss) and fn.spec.name == "kd" and not fn.params:
+            alphas.append(float(fn.alpha))
+            taus.append(float(fn.tau))
+        else:
+            return None
+    return torch.tensor(alphas, device=device), torch.tensor(taus, device=device)
 
 
 class LoopSteps(ModelSteps):

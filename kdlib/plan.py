@@ -225,7 +225,7 @@ def estimate(configs: Sequence[RunConfig], store: Store | str, n_full: int, spee
 
 
 def plan_profile(profile: str, studies: Sequence[str] = GRID_STUDIES, workers: int = 2,
-                 store: Optional[str] = None, device: str = "auto") -> "Any":
+                 store: Optional[str] = None, device: str = "auto", data_root: Optional[str] = None) -> "Any":
     """One row per study: what ``estimate`` says on ``device``, with the wall time over ``workers`` workers.
     Studies share the store, so a teacher or score counted by an earlier study is not counted again."""
     import pandas as pd
@@ -236,6 +236,8 @@ def plan_profile(profile: str, studies: Sequence[str] = GRID_STUDIES, workers: i
     rows, seen_runs, speeds = [], set(), {}
     for study in studies:
         p = study_params(study, profile)
+        if data_root:
+            p["data_root"] = data_root
         configs = study_grid(study, p, st)
         fresh = [c for c in configs if c.key() not in seen_runs]
         seen_runs |= {c.key() for c in configs}
@@ -265,12 +267,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                         help="processes sharing the device (default: the cores, one thread each, on a CPU; 1 on a GPU)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--store")
+    parser.add_argument("--data-root", help="where the datasets are (default: each parameter file's data_root)")
     args = parser.parse_args(argv)
     dev = resolve_device(args.device)
     workers = args.workers or (1 if dev.type == "cuda" else os.cpu_count() or 1)
     if dev.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))  # as each grid worker runs
-    table = plan_profile(args.profile, args.studies, workers, args.store, args.device)
+    table = plan_profile(args.profile, args.studies, workers, args.store, args.device, args.data_root)
     unit = "GPU" if dev.type == "cuda" else "CPU"
     print(f"{device_name(dev)}; {workers} worker(s) x {torch.get_num_threads()} thread(s); groups as the runner "
           f"forms them (kdlib.group_size, cached per device)")

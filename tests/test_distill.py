@@ -49,3 +49,17 @@ def test_bad_alpha_names_parameter(alpha):
 def test_unknown_loss_lists_allowed():
     with pytest.raises(ValueError, match="kd_loss.*kd"):
         make_kd_loss("nope", 0.5, 4.0)
+
+
+def test_the_stacked_kd_loss_is_each_students_kd_loss():
+    """kd_loss_stacked of K students equals kd_loss of each one's slices (alpha 0, between, 1; taus differ)."""
+    import torch
+
+    from kdlib.distill import kd_loss, kd_loss_stacked
+
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(16, 4, 10, generator=g), torch.randn(16, 4, 10, generator=g)
+    y = torch.randint(0, 10, (16, 4), generator=g)
+    alpha, tau = torch.tensor([0.0, 0.3, 0.9, 1.0]), torch.tensor([4.0, 2.0, 4.0, 1.0])
+    want = torch.stack([kd_loss(s[:, k], t[:, k], y[:, k], float(alpha[k]), float(tau[k])) for k in range(4)])
+    assert torch.allclose(kd_loss_stacked(s, t, y, alpha, tau), want, rtol=1e-5, atol=1e-6)
