@@ -9,6 +9,7 @@ plan never changes what a run computes, only how many train side by side.
 """
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ TOLERANCE = 0.05  # the smallest K whose rate is within 5% of the best rate meas
 MEMORY_SHARE = 0.6  # a group may take at most this share of the device's free memory
 PROBE_CACHE = "group_size.json"
 PLAN_MODES = ("auto", "stacked", "loop")
+MIN_ROUND_SECONDS = 0.25  # a round of a tiny model's steps lasts at least this long (timer and scheduler noise)
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ def measure_group_rate(model: str, teacher: Optional[str], num_classes: int, sha
                        device: torch.device, k: int, mode: str, steps: int = 3, rounds: int = 3) -> float:
     """Student images/s of all K members of kdlib's group step (``kdlib.grouped``) on random inputs: each member
     on its own stream, distilling from a teacher of architecture ``teacher`` (cross-entropy only when None).
-    The median of ``rounds`` rounds of ``steps`` steps, after one warm-up step."""
+    The median of ``rounds`` rounds of at least ``steps`` steps and ``MIN_ROUND_SECONDS``, after a warm-up step."""
     from .grouped import group_steps
 
     c, h, w = shape
@@ -109,6 +111,9 @@ def measure_group_rate(model: str, teacher: Optional[str], num_classes: int, sha
     try:
         step.set_lr(cfg.lr)
         step.step(x, y, active)
+        t0 = time.perf_counter()
+        float(step.step(x, y, active).sum())
+        steps = max(steps, min(500, math.ceil(MIN_ROUND_SECONDS / max(time.perf_counter() - t0, 1e-6))))
         rates = []
         for _ in range(rounds):
             if device.type == "cuda":
