@@ -80,13 +80,13 @@ def one_at_a_time(model, shape, batch, data, teachers, precision, batches) -> fl
     return r.steps * batch / r.train_seconds
 
 
-def group(model, shape, batch, data, teachers, precision, batches, k, mode) -> float:
+def group(model, shape, batch, data, teachers, precision, batches, k, mode, compile=None) -> float:
     steps = max(2, math.ceil(batches / k))
     n_kept = batch * steps
     cfg = recipe(batch, steps, n_kept, precision)
     rs = train_group(members(model, shape, data, k, n_kept, teachers), data, cfg, mode=mode, progress=False,
                      evaluate_test=False, threads=min(k, torch.get_num_threads()),
-                     device="cuda" if torch.cuda.is_available() else "cpu")
+                     device="cuda" if torch.cuda.is_available() else "cpu", compile=compile)
     return k * rs[0].steps * batch / rs[0].extra["group_train_seconds"]
 
 
@@ -124,6 +124,9 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batches", type=int, default=20, help="member-batches per round, at least")
     ap.add_argument("--precision", default="auto")
+    ap.add_argument("--compile", default=None, help="also the largest stacked K with torch.compile in this mode "
+                                                     "('default', 'reduce-overhead': CUDA graphs); its compilation "
+                                                     "is in the warm-up, not in the rounds")
     ap.add_argument("--quick", action="store_true", help="K 1 and 2, 2 batches, 1 round, resnet8: runs in seconds")
     args = ap.parse_args(argv)
     if args.quick:
@@ -155,6 +158,10 @@ def main(argv=None) -> None:
                     continue
                 fns[f"group K={k} {mode}"] = (lambda k=k, mode=mode: group(model, shape, batch, data, teachers,
                                                                         precision, args.batches, k, mode))
+        if args.compile and "stacked" in modes:
+            k = max(args.sizes)
+            fns[f"group K={k} stacked {args.compile}"] = (lambda k=k: group(
+                model, shape, batch, data, teachers, precision, args.batches, k, "stacked", args.compile))
         for p in procs:
             if p > 1 and pool is not None:
                 fns[f"{p} processes"] = lambda p=p: processes(pool, p, model, shape, batch, precision, args.batches)

@@ -196,7 +196,7 @@ class StackedSteps:
 
     def __init__(self, models: Sequence[nn.Module], loss_fns: Sequence[Optional[LossFn]],
                  teachers: Sequence[Optional[nn.Module]], stream_of: Sequence[int], cfg: TrainConfig,
-                 device: torch.device, example: Optional[torch.Tensor] = None) -> None:
+                 device: torch.device, example: Optional[torch.Tensor] = None, compile: Optional[str] = None) -> None:
         self.k, self.models, self.cfg, self.device = len(models), list(models), cfg, device
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         for m in self.models:
@@ -208,6 +208,9 @@ class StackedSteps:
         self.optimizer = make_optimizer(self.wide, cfg)
         self.scaler = make_scaler(device, cfg.precision)
         self.stacked_kd = _stacked_kd_params(self.loss_fns, device)  # (alpha, tau), or None: one loss per member
+        # torch.compile of the wide network's forward (and so its backward), a torch.compile mode such as 'default'
+        # or 'reduce-overhead' (CUDA graphs); off unless asked: benchmarks/grid_throughput.py --compile measures it
+        self.forward = self.wide if compile is None else torch.compile(self.wide, mode=compile)
 
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
@@ -216,7 +219,7 @@ class StackedSteps:
     def step(self, x: torch.Tensor, y: torch.Tensor, active: list[int]) -> torch.Tensor:
         t_logits = self.teachers.logits(x, self.device, self.cfg.precision)
         with autocast_context(self.device, self.cfg.precision):
-            out = self.wide(stack_inputs(x, self.stream_of, self.memory_format))
+            out = self.forward(stack_inputs(x, self.stream_of, self.memory_format))
         out = out.reshape(x.shape[1], self.k, -1)
         if self.stacked_kd is not None:  # the paper's loss for every member: a few kernels for all K, not K x ten
             alpha, tau = self.stacked_kd
@@ -300,29 +303,31 @@ class LoopSteps(ModelSteps):
 
 
 def group_steps(members: Sequence[Member], source: GroupBatches, cfg: TrainConfig, device: torch.device,
-                mode: str = "stacked", threads: Optional[int] = None) -> StackedSteps | LoopSteps:
-    """The step of the members in ``mode`` ('stacked' or 'loop'; ``threads``: loop's worker threads, default 1).
-    A group of one is a loop of one (``kdlib.train.train``'s step)."""
+                mode: str = "stacked", threads: Optional[int] = None,
+                compile: Optional[str] = None) -> StackedSteps | LoopSteps:
+    """The step of the members in ``mode`` ('stacked' or 'loop'; ``threads``: loop's worker threads, default 1;
+    ``compile``: a ``torch.compile`` mode for the stacked network). A group of one is a loop of one."""
     check_choice(mode, "mode", MODES)
     models = [m.model for m in members]
     loss_fns = [m.loss_fn for m in members]
     teachers = [m.teacher for m in members]
     if mode == "stacked" and len(members) > 1:
         example = source.data.normalize(source.data.x_test[:2].to(device))
-        return StackedSteps(models, loss_fns, teachers, source.stream_of, cfg, device, example)
+        return StackedSteps(models, loss_fns, teachers, source.stream_of, cfg, device, example, compile)
     return LoopSteps(models, loss_fns, teachers, source.stream_of, cfg, device, threads=threads or 1)
 
 
 def train_group(members: Sequence[Member], data: ImageData, cfg: TrainConfig, *, device: str | torch.device = "auto",
                 mode: str = "stacked", threads: Optional[int] = None, progress: bool = True, desc: str = "group",
                 evaluate_test: bool = True, on_diverge: str = "keep", epoch_hook: Optional[EpochHook] = None,
-                checkpoint: Optional[CheckpointSlot] = None) -> list[TrainResult]:
+                checkpoint: Optional[CheckpointSlot] = None, compile: Optional[str] = None) -> list[TrainResult]:
     """Trains the members' students in place, each as ``kdlib.train.train(model, data, cfg, indices=...,
     labels=..., loss_fn=..., teacher=..., seed=...)`` would, and returns one result per member.
 
     ``mode``: 'stacked' or 'loop' (module docstring). A member whose loss becomes NaN/inf stops with
     ``extra['diverged']`` and a NaN ``final_acc`` while the others go on (``on_diverge='keep'``), or raises
-    ``TrainingDiverged`` (``'raise'``). ``train_seconds`` of a result is the group's divided by K
+    ``TrainingDiverged`` (``'raise'``). ``compile``: a ``torch.compile`` mode for the stacked network (off by
+    default: it pays only where a measurement says so). ``train_seconds`` of a result is the group's divided by K
     (``extra['group_train_seconds']`` holds the whole); ``checkpoint`` is saved as the loop saves any.
     """
     k = len(members)
@@ -330,7 +335,7 @@ def train_group(members: Sequence[Member], data: ImageData, cfg: TrainConfig, *,
         return []
     device = resolve_device(device)
     source = GroupBatches(data, cfg, members, device)
-    step = group_steps(members, source, cfg, device, mode, threads)
+    step = group_steps(members, source, cfg, device, mode, threads, compile)
     results = run_loop(step, source, cfg, evaluate_test=evaluate_test, epoch_hook=epoch_hook, checkpoint=checkpoint,
                        on_diverge=on_diverge, desc=desc, progress=progress, device=device)
     ran = "stacked" if isinstance(step, StackedSteps) else "loop"
