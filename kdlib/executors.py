@@ -100,13 +100,6 @@ def chunk_runs(configs: Sequence[Any], group_size: int | str = "auto", workers: 
     return chunks
 
 
-def run_chunk(study: Any, configs: Sequence[Any], group_size: int | str = "auto", group_mode: str = "auto") -> list[dict]:
-    """``study.run_chunk``: the records of ``configs`` (one chunk), the pending ones trained in groups under
-    their store locks (a finished record is read, never recomputed, even when another process is computing the
-    same run: this one waits for it and then reads its record)."""
-    return study.run_chunk(list(configs), group_size, group_mode)
-
-
 def score_key(cfg: Any) -> Optional[str]:
     """The store key of the score cache ``cfg`` needs, or None (``ScoreSpec``; for scheduling only, correctness
     rests on the lock)."""
@@ -133,7 +126,7 @@ def work(task: str, cfg: Any, spec: WorkerSpec) -> dict:
     extra = {} if spec.checkpoint_every is None else {"checkpoint_every": spec.checkpoint_every}
     study = spec.study_class(spec.store, _worker_device or spec.device, spec.data_root, spec.progress, **extra)
     if task == "runs":
-        recs = run_chunk(study, cfg, spec.group_size, spec.group_mode)
+        recs = study.run_chunk(list(cfg), spec.group_size, spec.group_mode)
         return {"keys": [r["key"] for r in recs], "status": [r["status"] for r in recs], "pid": os.getpid()}
     try:
         if task == "teacher":
@@ -289,9 +282,8 @@ def run_parallel(configs: Sequence[Any], store: Store | str, device: str = "auto
     the part of ``num_gpus``). A pool worker uses cores // workers torch threads, a Ray task ``num_cpus``, a
     SLURM job ``slurm.cpus``. The runs go to the workers in chunks (``chunk_runs``) that each trains as groups of
     ``group_size`` runs in ``group_mode`` ('auto': chosen on the worker's device). A run that fails is a failed
-    record, not an error; an error outside a run (a worker
-    that dies) cancels the work not yet started and is raised here (finished records are kept: run the grid
-    again to resume).
+    record, not an error; an error outside a run (a worker that dies) cancels the work not yet started and is
+    raised here (finished records are kept: run the grid again to resume).
     """
     check_executor(executor)
     if executor in ("local", "torchrun"):
@@ -335,7 +327,6 @@ def run_parallel(configs: Sequence[Any], store: Store | str, device: str = "auto
     if todo:
         cores = os.cpu_count() or 1
         checkpoint_every = None
-        n_units = wanted
         if executor == "processes":
             n = max(1, min(wanted, len(todo)))
             threads = max(1, cores // n)
@@ -357,7 +348,7 @@ def run_parallel(configs: Sequence[Any], store: Store | str, device: str = "auto
                           group_mode)
         cancel = True
         try:
-            _drive(pool, chunk_runs(list(todo.values()), group_size, n_units), store, spec, records, progress)
+            _drive(pool, chunk_runs(list(todo.values()), group_size, wanted), store, spec, records, progress)
             cancel = False
         finally:
             pool.close(cancel)

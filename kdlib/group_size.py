@@ -84,29 +84,17 @@ def measure_group_rate(model: str, teacher: Optional[str], num_classes: int, sha
     """Student images/s of all K members of kdlib's group step (``kdlib.grouped``) on random inputs: each member
     on its own stream, distilling from a teacher of architecture ``teacher`` (cross-entropy only when None).
     The median of ``rounds`` rounds of at least ``steps`` steps and ``MIN_ROUND_SECONDS``, after a warm-up step."""
-    from .grouped import group_steps
+    from .grouped import Member, group_steps
 
     c, h, w = shape
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(k, cfg.batch_size, c, h, w, generator=gen).to(device)
     y = torch.randint(0, num_classes, (k, cfg.batch_size), generator=gen).to(device)
     t = build_model(teacher, num_classes, c) if teacher else None
-
-    class _Source:  # what group_steps reads of a GroupBatches
-        stream_of = list(range(k))
-
-        class data:  # noqa: N801
-            x_test = torch.zeros(2, c, h, w, dtype=torch.uint8)
-
-            @staticmethod
-            def normalize(v: torch.Tensor) -> torch.Tensor:
-                return v.float()
-
-    from .grouped import Member
-
     members = [Member(build_model(model, num_classes, c), i, None, None,
                       make_kd_loss("kd", 0.5 if t is not None else 0.0, 4.0), t) for i in range(k)]
-    step = group_steps(members, _Source(), cfg, device, mode, threads=min(k, torch.get_num_threads()))
+    step = group_steps(members, list(range(k)), cfg, device, mode, threads=min(k, torch.get_num_threads()),
+                       example=x[0, :2])
     active = list(range(k))
     try:
         step.set_lr(cfg.lr)

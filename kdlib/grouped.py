@@ -32,9 +32,9 @@ from .augment import crop, crop_offsets, flip_mask
 from .data import ImageData
 from .distill import KDLoss, kd_loss_stacked
 from .seeds import epoch_generator
-from .stack import stack_models, unstack_into
-from .train import (CheckpointSlot, EpochHook, LossFn, ModelSteps, TrainConfig, TrainResult, autocast_context,
-                    cross_entropy_loss, epoch_batches, evaluate, inference_copy, make_optimizer, make_scaler,
+from .stack import stack_inputs, stack_models, unstack_into
+from .train import (CheckpointSlot, EpochHook, LossFn, ModelSteps, Teachers, TrainConfig, TrainResult,
+                    autocast_context, cross_entropy_loss, epoch_batches, evaluate, make_optimizer, make_scaler,
                     mean_losses, resolve_device, run_loop)
 from .validate import check_choice
 
@@ -116,79 +116,6 @@ class GroupBatches:
         return mean_losses(loss_sum, n_batches)
 
 
-# ----------------------------------------------------------------------------------------------- teachers
-class GroupTeachers:
-    """The teachers of K members, run once per distinct (teacher, stream) pair each batch, as forward-only
-    inference copies (BatchNorm folded); with ``stack`` the pairs of one architecture run as one wide network."""
-
-    def __init__(self, teachers: Sequence[Optional[nn.Module]], stream_of: Sequence[int], device: torch.device,
-                 memory_format: torch.memory_format, stack: bool = False,
-                 example: Optional[torch.Tensor] = None) -> None:
-        self.memory_format = memory_format
-        distinct: list[nn.Module] = []
-        pairs: list[tuple[int, int]] = []
-        self.pair_of: list[Optional[int]] = []
-        for t, s in zip(teachers, stream_of):
-            if t is None:
-                self.pair_of.append(None)
-                continue
-            tid = next((i for i, d in enumerate(distinct) if d is t), None)
-            if tid is None:
-                tid = len(distinct)
-                distinct.append(t)
-            if (tid, s) not in pairs:
-                pairs.append((tid, s))
-            self.pair_of.append(pairs.index((tid, s)))
-        copies = [inference_copy(t.to(device=device, memory_format=memory_format), memory_format) for t in distinct]
-        # runs: (wide network or None, [pair indices], [streams]); a wide one covers pairs of one architecture
-        self.runs: list[tuple[nn.Module, list[int], list[int]]] = []
-        by_arch: dict[tuple, list[int]] = {}
-        for p, (tid, _) in enumerate(pairs):
-            arch = tuple((k, tuple(v.shape)) for k, v in distinct[tid].state_dict().items())
-            by_arch.setdefault((type(distinct[tid]), arch), []).append(p)
-        for members in by_arch.values():
-            nets = [copies[pairs[p][0]] for p in members]
-            wide = None
-            if stack and len(members) > 1:
-                for candidates in (nets, [distinct[pairs[p][0]].eval() for p in members]):  # folded, else as is
-                    try:
-                        wide = stack_models(candidates, example).to(device=device, memory_format=memory_format)
-                        break
-                    except (ValueError, RuntimeError, AttributeError, TypeError):
-                        wide = None
-            if wide is not None:
-                self.runs.append((wide.eval(), members, [pairs[p][1] for p in members]))
-            else:
-                self.runs += [(nets[j], [p], [pairs[p][1]]) for j, p in enumerate(members)]
-        self.n_pairs = len(pairs)
-        self.stacked = any(len(m) > 1 for _, m, _ in self.runs)
-
-    def logits(self, x: torch.Tensor, device: torch.device, precision: str) -> list[Optional[torch.Tensor]]:
-        """Each member's teacher logits on its stream's batch ``x[stream]`` (None for a member without one)."""
-        if not self.runs:
-            return [None] * len(self.pair_of)
-        out: list[Optional[torch.Tensor]] = [None] * self.n_pairs
-        with autocast_context(device, precision), torch.no_grad():
-            for net, members, streams in self.runs:
-                if len(members) == 1:
-                    out[members[0]] = net(x[streams[0]].contiguous(memory_format=self.memory_format))
-                    continue
-                logits = net(stack_inputs(x, streams, self.memory_format)).reshape(x.shape[1], len(members), -1)
-                for j, p in enumerate(members):
-                    out[p] = logits[:, j]
-        return [None if p is None else out[p] for p in self.pair_of]
-
-
-def stack_inputs(x: torch.Tensor, streams: Sequence[int], memory_format: torch.memory_format) -> torch.Tensor:
-    """(N, K*C, H, W): the batch of stream ``streams[k]`` in channel block k, from ``x`` (S, N, C, H, W)."""
-    s, n, c, h, w = x.shape
-    if s == 1:
-        return x[0].repeat(1, len(streams), 1, 1).contiguous(memory_format=memory_format)
-    sel = torch.as_tensor(list(streams), device=x.device)
-    return x.index_select(0, sel).transpose(0, 1).reshape(n, len(streams) * c, h, w).contiguous(
-        memory_format=memory_format)
-
-
 # ----------------------------------------------------------------------------------------------- steps
 class StackedSteps:
     """K students as one wide network with one optimiser and one loss scaler; member k trains on its stream's
@@ -204,7 +131,7 @@ class StackedSteps:
         self.wide = stack_models(self.models, example).to(device=device, memory_format=self.memory_format).train()
         self.stream_of = list(stream_of)
         self.loss_fns = [fn or cross_entropy_loss for fn in loss_fns]
-        self.teachers = GroupTeachers(teachers, stream_of, device, self.memory_format, stack=True, example=example)
+        self.teachers = Teachers(teachers, device, self.memory_format, stream_of, stack=True, example=example)
         self.optimizer = make_optimizer(self.wide, cfg)
         self.scaler = make_scaler(device, cfg.precision)
         self.stacked_kd = _stacked_kd_params(self.loss_fns, device)  # (alpha, tau), or None: one loss per member
@@ -290,31 +217,29 @@ class LoopSteps(ModelSteps):
     def __init__(self, models: Sequence[nn.Module], loss_fns: Sequence[Optional[LossFn]],
                  teachers: Sequence[Optional[nn.Module]], stream_of: Sequence[int], cfg: TrainConfig,
                  device: torch.device, threads: int = 1) -> None:
-        super().__init__(models, loss_fns, [None] * len(models), cfg, device, threads=threads)
-        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        super().__init__(models, loss_fns, teachers, cfg, device, threads=threads, stream_of=stream_of)
         self.stream_of = list(stream_of)
-        self.group_teachers = GroupTeachers(teachers, stream_of, device, self.memory_format)
 
     def step(self, x: torch.Tensor, y: torch.Tensor, active: list[int]) -> torch.Tensor:
         xs = [x[s].contiguous(memory_format=self.memory_format) for s in range(x.shape[0])]
-        t_logits = self.group_teachers.logits(x, self.device, self.cfg.precision)
+        t_logits = self.teachers.logits(x, self.device, self.cfg.precision)
         return self.map(lambda i: self.step_one(i, xs[self.stream_of[i]], t_logits[i], y[self.stream_of[i]]),
                         active)
 
 
-def group_steps(members: Sequence[Member], source: GroupBatches, cfg: TrainConfig, device: torch.device,
-                mode: str = "stacked", threads: Optional[int] = None,
-                compile: Optional[str] = None) -> StackedSteps | LoopSteps:
-    """The step of the members in ``mode`` ('stacked' or 'loop'; ``threads``: loop's worker threads, default 1;
-    ``compile``: a ``torch.compile`` mode for the stacked network). A group of one is a loop of one."""
+def group_steps(members: Sequence[Member], stream_of: Sequence[int], cfg: TrainConfig, device: torch.device,
+                mode: str = "stacked", threads: Optional[int] = None, compile: Optional[str] = None,
+                example: Optional[torch.Tensor] = None) -> StackedSteps | LoopSteps:
+    """The step of the members (member k on stream ``stream_of[k]``) in ``mode`` ('stacked' or 'loop';
+    ``threads``: loop's worker threads, default 1; ``compile``: a ``torch.compile`` mode for the stacked network;
+    ``example``: a few normalised inputs the stacked networks are checked on). A group of one is a loop of one."""
     check_choice(mode, "mode", MODES)
     models = [m.model for m in members]
     loss_fns = [m.loss_fn for m in members]
     teachers = [m.teacher for m in members]
     if mode == "stacked" and len(members) > 1:
-        example = source.data.normalize(source.data.x_test[:2].to(device))
-        return StackedSteps(models, loss_fns, teachers, source.stream_of, cfg, device, example, compile)
-    return LoopSteps(models, loss_fns, teachers, source.stream_of, cfg, device, threads=threads or 1)
+        return StackedSteps(models, loss_fns, teachers, stream_of, cfg, device, example, compile)
+    return LoopSteps(models, loss_fns, teachers, stream_of, cfg, device, threads=threads or 1)
 
 
 def train_group(members: Sequence[Member], data: ImageData, cfg: TrainConfig, *, device: str | torch.device = "auto",
@@ -335,7 +260,8 @@ def train_group(members: Sequence[Member], data: ImageData, cfg: TrainConfig, *,
         return []
     device = resolve_device(device)
     source = GroupBatches(data, cfg, members, device)
-    step = group_steps(members, source, cfg, device, mode, threads, compile)
+    step = group_steps(members, source.stream_of, cfg, device, mode, threads, compile,
+                       example=data.normalize(source.x_test[:2]))
     results = run_loop(step, source, cfg, evaluate_test=evaluate_test, epoch_hook=epoch_hook, checkpoint=checkpoint,
                        on_diverge=on_diverge, desc=desc, progress=progress, device=device)
     ran = "stacked" if isinstance(step, StackedSteps) else "loop"

@@ -117,7 +117,8 @@ def _check_stacked(models: Sequence[nn.Module], wide: nn.Module, example: torch.
         try:
             out = wide(x.repeat(1, k, 1, 1).contiguous()).reshape(ref.shape)
         except RuntimeError as err:  # e.g. a module reached under a second name was not widened
-            raise ValueError(f"the stacked network fails on the example ({err}); train the group with mode='loop'") from err
+            raise ValueError(f"the stacked network fails on the example ({err}); train the group with "
+                             f"mode='loop'") from err
         scale = ref.nan_to_num(0.0, 0.0, 0.0).abs().max().clamp_min(1.0)
         if not torch.allclose(out, ref, atol=1e-3 * float(scale), rtol=1e-3, equal_nan=True):
             raise ValueError("the stacked network does not reproduce the models (forward mixes channels across "
@@ -141,3 +142,13 @@ def unstack_into(wide: nn.Module, models: Sequence[nn.Module]) -> None:
                     t.copy_(s)
                     continue
                 t.copy_(s.reshape(k, *t.shape)[m_idx] if s.dim() == t.dim() + 1 else s.chunk(k)[m_idx].view_as(t))
+
+
+def stack_inputs(x: torch.Tensor, streams: Sequence[int], memory_format: torch.memory_format) -> torch.Tensor:
+    """(N, K*C, H, W): the batch of stream ``streams[k]`` in channel block k, from ``x`` (S, N, C, H, W)."""
+    s, n, c, h, w = x.shape
+    if s == 1:
+        return x[0].repeat(1, len(streams), 1, 1).contiguous(memory_format=memory_format)
+    sel = torch.as_tensor(list(streams), device=x.device)
+    return x.index_select(0, sel).transpose(0, 1).reshape(n, len(streams) * c, h, w).contiguous(
+        memory_format=memory_format)

@@ -28,13 +28,13 @@ from .precision import runtime_info
 from .processes import ProcessGroup
 from .seeds import subset_rng, teacher_subset_rng
 from .train import TrainConfig, TrainingDiverged, held_out_accuracy, resolve_device, train
-from .validate import (check_bool, check_choice, check_config, check_fraction, check_name, check_number, check_positive, check_seed,
-                       check_unit_interval, from_plain, normalise, optional)
+from .validate import (check_bool, check_choice, check_config, check_fraction, check_name, check_number,
+                       check_positive, check_seed, check_unit_interval, from_plain, normalise, optional)
 from .weights import WeightsFile
 from .alpha_rule import check_alpha, resolve_alpha
-from .executors import check_executor, chunk_runs, run_chunk, run_parallel, run_torchrun
+from .executors import check_executor, chunk_runs, run_parallel, run_torchrun
 from .grouped import Member, train_group
-from .group_size import PLAN_MODES, choose_group
+from .group_size import PLAN_MODES, GroupPlan, choose_group
 
 if TYPE_CHECKING:  # pandas is imported where tables are built, so a grid worker never loads it
     import pandas as pd
@@ -563,7 +563,8 @@ class Study:
         Ctrl-C is not caught."""
         return self.run_group([cfg])[0]
 
-    def run_group(self, configs: Sequence[RunConfig], mode: str = "stacked", threads: Optional[int] = None) -> list[dict]:
+    def run_group(self, configs: Sequence[RunConfig], mode: str = "stacked",
+                  threads: Optional[int] = None) -> list[dict]:
         """The records of ``configs``: finished ones read, the others trained together as one group
         (``kdlib.grouped``, ``mode`` 'stacked' or 'loop') under their store locks, so two grids never train the
         same run twice. Every member is prepared as a single run is (subset, labels, teacher, initial weights from
@@ -695,7 +696,8 @@ class Study:
                                threads=min(len(group), torch.get_num_threads()) if plan.mode == "loop" else None)
         return [self.run(c) for c in configs]  # every record, read (a run that failed to group trains alone here)
 
-    def group_plan(self, cfg: RunConfig, size: int | str = "auto", mode: str = "auto", n: Optional[int] = None):
+    def group_plan(self, cfg: RunConfig, size: int | str = "auto", mode: str = "auto",
+                   n: Optional[int] = None) -> GroupPlan:
         """The group size and mode for runs like ``cfg`` on this study's device (``choose_group``), at most ``n``."""
         data = self.data(cfg)
         shape = tuple(data.x_test.shape[1:])
@@ -876,7 +878,7 @@ def run_grid(configs: Sequence[RunConfig], store: Store | str, device: str = "au
     records: dict[str, dict] = {}
     with tqdm(total=len(configs), desc="grid", disable=not progress) as bar:
         for chunk in chunk_runs(configs, group_size):
-            for cfg, rec in zip(chunk, run_chunk(study, chunk, group_size, group_mode)):
+            for cfg, rec in zip(chunk, study.run_chunk(chunk, group_size, group_mode)):
                 records[cfg.key()] = rec
             bar.update(len(chunk))
     return pd.DataFrame([flatten(records[c.key()], c) for c in configs])

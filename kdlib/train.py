@@ -31,6 +31,7 @@ from .data import ImageData
 from .precision import PRECISIONS, needs_loss_scaler, resolve_precision, set_math_mode
 from .processes import ProcessGroup
 from .seeds import epoch_generator
+from .stack import stack_inputs, stack_models
 from .validate import check_bool, check_choice, check_fields, check_number, check_positive, normalise
 
 SCHEDULES = ("step", "cosine", "onecycle", "constant")
@@ -441,27 +442,70 @@ class Step(Protocol):
 
 
 class Teachers:
-    """The distinct teachers of K students as forward-only inference copies (BatchNorm folded), each run once a
-    batch; ``slot[i]`` is student i's teacher (None without one)."""
+    """The teachers of K students as forward-only inference copies (BatchNorm folded), each run once a batch per
+    distinct (teacher, stream) pair: student i reads stream ``stream_of[i]`` (default: all one stream, as in a
+    single run or DDP). With ``stack`` the pairs of one architecture run as one wide network (``kdlib.stack``;
+    ``example``: a few inputs it is checked on). ``models`` are the distinct teachers' inference copies."""
 
     def __init__(self, teachers: Sequence[Optional[nn.Module]], device: torch.device,
-                 memory_format: torch.memory_format) -> None:
+                 memory_format: torch.memory_format, stream_of: Optional[Sequence[int]] = None, stack: bool = False,
+                 example: Optional[torch.Tensor] = None) -> None:
+        self.memory_format = memory_format
+        stream_of = [0] * len(teachers) if stream_of is None else stream_of
         distinct: list[nn.Module] = []
-        for t in teachers:
-            if t is not None and all(t is not d for d in distinct):
+        pairs: list[tuple[int, int]] = []
+        self.pair_of: list[Optional[int]] = []
+        for t, s in zip(teachers, stream_of):
+            if t is None:
+                self.pair_of.append(None)
+                continue
+            tid = next((i for i, d in enumerate(distinct) if d is t), None)
+            if tid is None:
+                tid = len(distinct)
                 distinct.append(t)
-        self.slot = [None if t is None else next(i for i, d in enumerate(distinct) if d is t) for t in teachers]
-        self.models = [inference_copy(t.to(device=device, memory_format=memory_format), memory_format)
-                       for t in distinct]
+            if (tid, s) not in pairs:
+                pairs.append((tid, s))
+            self.pair_of.append(pairs.index((tid, s)))
+        self.models = copies = [inference_copy(t.to(device=device, memory_format=memory_format), memory_format)
+                                for t in distinct]
+        # runs: (wide network or None, [pair indices], [streams]); a wide one covers pairs of one architecture
+        self.runs: list[tuple[nn.Module, list[int], list[int]]] = []
+        by_arch: dict[tuple, list[int]] = {}
+        for p, (tid, _) in enumerate(pairs):
+            arch = tuple((k, tuple(v.shape)) for k, v in distinct[tid].state_dict().items())
+            by_arch.setdefault((type(distinct[tid]), arch), []).append(p)
+        for members in by_arch.values():
+            nets = [copies[pairs[p][0]] for p in members]
+            wide = None
+            if stack and len(members) > 1:
+                for candidates in (nets, [distinct[pairs[p][0]].eval() for p in members]):  # folded, else as is
+                    try:
+                        wide = stack_models(candidates, example).to(device=device, memory_format=memory_format)
+                        break
+                    except (ValueError, RuntimeError, AttributeError, TypeError):
+                        wide = None
+            if wide is not None:
+                self.runs.append((wide.eval(), members, [pairs[p][1] for p in members]))
+            else:
+                self.runs += [(nets[j], [p], [pairs[p][1]]) for j, p in enumerate(members)]
+        self.n_pairs = len(pairs)
+        self.stacked = any(len(m) > 1 for _, m, _ in self.runs)
 
-    def logits(self, xb: torch.Tensor, device: torch.device, precision: str) -> list[torch.Tensor]:
-        if not self.models:
-            return []
+    def logits(self, x: torch.Tensor, device: torch.device, precision: str) -> list[Optional[torch.Tensor]]:
+        """Each student's teacher logits on its stream's batch ``x[stream]`` (None for a student without one);
+        ``x`` is (S, N, C, H, W), one batch per stream."""
+        if not self.runs:
+            return [None] * len(self.pair_of)
+        out: list[Optional[torch.Tensor]] = [None] * self.n_pairs
         with autocast_context(device, precision), torch.no_grad():
-            return [t(xb) for t in self.models]
-
-    def of(self, i: int, logits: list[torch.Tensor]) -> Optional[torch.Tensor]:
-        return None if self.slot[i] is None else logits[self.slot[i]]
+            for net, members, streams in self.runs:
+                if len(members) == 1:
+                    out[members[0]] = net(x[streams[0]].contiguous(memory_format=self.memory_format))
+                    continue
+                logits = net(stack_inputs(x, streams, self.memory_format)).reshape(x.shape[1], len(members), -1)
+                for j, p in enumerate(members):
+                    out[p] = logits[:, j]
+        return [None if p is None else out[p] for p in self.pair_of]
 
 
 class ModelSteps:
@@ -471,18 +515,19 @@ class ModelSteps:
 
     def __init__(self, models: Sequence[nn.Module], loss_fns: Sequence[Optional[LossFn]],
                  teachers: Sequence[Optional[nn.Module]], cfg: TrainConfig, device: torch.device, threads: int = 1,
-                 wrap: Optional[Callable[[nn.Module], nn.Module]] = None) -> None:
+                 wrap: Optional[Callable[[nn.Module], nn.Module]] = None,
+                 stream_of: Optional[Sequence[int]] = None) -> None:
         self.k, self.models, self.cfg, self.device = len(models), list(models), cfg, device
         if len(loss_fns) != self.k:
             raise ValueError(f"need one loss_fn per model: {len(loss_fns)} for {self.k} models")
         if len(teachers) != self.k:
             raise ValueError(f"need one teacher (or None) per model: {len(teachers)} for {self.k} models")
-        memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         for m in self.models:
-            m.to(device=device, memory_format=memory_format).train()
+            m.to(device=device, memory_format=self.memory_format).train()
         self.nets = [wrap(m) for m in self.models] if wrap is not None else self.models
         self.loss_fns = [fn or cross_entropy_loss for fn in loss_fns]
-        self.teachers = Teachers(teachers, device, memory_format)
+        self.teachers = Teachers(teachers, device, self.memory_format, stream_of)
         self.optimizers = [make_optimizer(m, cfg) for m in self.models]
         self.scalers = [make_scaler(device, cfg.precision) for _ in self.models]
         self.threads = max(1, min(int(threads), self.k))
@@ -516,8 +561,8 @@ class ModelSteps:
         return torch.stack(list(self.pool.map(one, active) if self.pool else map(one, active)))
 
     def step(self, xb: torch.Tensor, yb: torch.Tensor, active: list[int]) -> torch.Tensor:
-        t_logits = self.teachers.logits(xb, self.device, self.cfg.precision)
-        return self.map(lambda i: self.step_one(i, xb, self.teachers.of(i, t_logits), yb), active)
+        t_logits = self.teachers.logits(xb[None], self.device, self.cfg.precision)  # one stream
+        return self.map(lambda i: self.step_one(i, xb, t_logits[i], yb), active)
 
     def evaluate(self, source: BatchSource, active: list[int]) -> list[float]:
         return [source.evaluate(m, self.cfg.precision) if i in active else float("nan")

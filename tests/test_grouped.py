@@ -165,12 +165,12 @@ def test_a_diverging_member_stops_and_the_others_train_on(digits, teacher, alone
 
 
 def test_stacked_teachers_give_each_member_its_teachers_logits(digits, teacher):
-    from kdlib.grouped import GroupTeachers
+    from kdlib.train import Teachers
 
     x = torch.randn(3, 8, 1, 8, 8)
     t2 = build_model("convnet_small", 10, 1).eval()
-    bank = GroupTeachers([teacher, teacher, t2, None], [0, 1, 2, 0], torch.device("cpu"), torch.channels_last,
-                         stack=True, example=x[0, :2])
+    bank = Teachers([teacher, teacher, t2, None], torch.device("cpu"), torch.channels_last, [0, 1, 2, 0], stack=True,
+                    example=x[0, :2])
     got = bank.logits(x, torch.device("cpu"), "fp32")
     want = [inference_copy(t)(x[s].contiguous(memory_format=torch.channels_last))
             for t, s in ((teacher, 0), (teacher, 1), (t2, 2))]
