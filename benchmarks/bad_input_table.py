@@ -140,20 +140,27 @@ def _unknown_notebook_parameter(tmp: Path) -> None:
     execute("pruning_sweep", "quick", params_file=path, output=tmp / "out.ipynb")
 
 
+def _tiny_kd_store(tmp: Path):
+    """A store under ``tmp`` holding one finished tiny KD run (one torch thread): (store, config, teacher key)."""
+    import torch
+
+    from kdlib.store import Store, config_key
+    from kdlib.study import Study, TeacherConfig
+
+    torch.set_num_threads(1)
+    store = Store(tmp / "store")
+    cfg = _tiny(fraction=0.1, alpha=0.5)
+    Study(store, progress=False).run(cfg)
+    return store, cfg, config_key(TeacherConfig.of(cfg))
+
+
 def _damaged(kind: str) -> Callable[[Path], str]:
     """Runs a tiny KD config, damages one store file, runs it again; returns what the store did."""
 
     def run(tmp: Path) -> str:
-        import torch
+        from kdlib.study import Study
 
-        from kdlib.store import Store, config_key
-        from kdlib.study import Study, TeacherConfig
-
-        torch.set_num_threads(1)
-        store = Store(tmp / "store")
-        cfg = _tiny(fraction=0.1, alpha=0.5)
-        Study(store, progress=False).run(cfg)
-        tkey = config_key(TeacherConfig.of(cfg))
+        store, cfg, tkey = _tiny_kd_store(tmp)
         if kind == "record":
             path = store.path("runs", cfg.key())
             path.write_text(path.read_text()[:200])
@@ -546,14 +553,9 @@ def _unloadable_teacher(tmp: Path) -> str:
 
     import torch
 
-    from kdlib.store import Store, config_key
-    from kdlib.study import Study, TeacherConfig
+    from kdlib.study import Study
 
-    torch.set_num_threads(1)
-    store = Store(tmp / "store")
-    cfg = _tiny(fraction=0.1, alpha=0.5)
-    Study(store, progress=False).run(cfg)
-    tkey = config_key(TeacherConfig.of(cfg))
+    store, cfg, tkey = _tiny_kd_store(tmp)
     buf = io.BytesIO()
     torch.save({"w": argparse.Namespace(x=1)}, buf)
     rec = store.get("teachers", tkey)
